@@ -1,0 +1,110 @@
+"""Validate user-facing config values before any work starts: one line naming key, value, what is allowed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from hybrid_retrieval.offline_model import OFFLINE_MODEL_NAME
+
+
+class ConfigError(ValueError):
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"config {key}={value!r}: {allowed}")
+
+
+def _get(cfg: DictConfig, dotted: str, default=None):
+    node = cfg
+    for part in dotted.split("."):
+        if node is None or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _int(cfg, key: str, lo: int = 1, allow_none: bool = False):
+    v = _get(cfg, key)
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ConfigError(key, v, f"expected an integer >= {lo}" + (" or null" if allow_none else ""))
+    return v
+
+
+def _languages(cfg, key: str, root_key: str) -> None:
+    langs = _get(cfg, key)
+    root = _get(cfg, root_key)
+    if langs is None or root is None:
+        return
+    available = sorted(p.stem for p in Path(root).glob("*.json"))
+    if not list(langs):
+        raise ConfigError(key, list(langs), "expected null (all languages) or a non-empty list")
+    for lang in langs:
+        if lang not in available:
+            raise ConfigError(key, list(langs), f"unknown language {lang!r}; {root} has {available}")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` on the first bad value (checked in dependency order)."""
+    fmt = _get(cfg, "data.train.format", "lareqa")
+    if fmt not in ("lareqa", "jsonl"):
+        raise ConfigError("data.train.format", fmt, "expected 'lareqa' or 'jsonl'")
+    train_key = "data.train.root" if fmt == "lareqa" else "data.train.path"
+    for key in (train_key, "data.eval.root"):
+        path = _get(cfg, key)
+        if path is None or not Path(str(path)).exists():
+            raise ConfigError(key, path, "expected an existing path (set paths.data_dir or this key)")
+    if fmt == "lareqa":
+        _languages(cfg, "data.train.languages", "data.train.root")
+    _languages(cfg, "data.eval.languages", "data.eval.root")
+    batch = _int(cfg, "data.batch_size")
+    alpha = _get(cfg, "data.sampler.alpha", 0.5)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= float(alpha) <= 1.0:
+        raise ConfigError("data.sampler.alpha", alpha, "expected a probability in [0, 1]")
+    mode = _get(cfg, "data.sampler.cross_mode", "batch")
+    if mode not in ("batch", "example"):
+        raise ConfigError("data.sampler.cross_mode", mode, "expected 'batch' or 'example'")
+    _int(cfg, "data.sampler.batches_per_epoch", allow_none=True)
+    _int(cfg, "data.hard_negatives", lo=0)
+    _int(cfg, "data.eval_batch_size")
+    _int(cfg, "data.num_workers", lo=0)
+    chunk = _int(cfg, "model.grad_cache.chunk_size", allow_none=True)
+    if chunk is not None and chunk > batch:
+        raise ConfigError("model.grad_cache.chunk_size", chunk, f"expected <= data.batch_size ({batch}) or null")
+    devices = _get(cfg, "trainer.devices", 1)
+    if isinstance(devices, int) and devices > 0 and batch % devices:
+        raise ConfigError("data.batch_size", batch, f"global batch must be divisible by trainer.devices={devices}")
+    _int(cfg, "model.encoder.max_length", lo=8)
+    pooling = _get(cfg, "model.encoder.pooling", "mean")
+    if pooling not in ("mean", "cls"):
+        raise ConfigError("model.encoder.pooling", pooling, "expected 'mean' or 'cls'")
+    t = _get(cfg, "model.loss.temperature", 0.05)
+    if not isinstance(t, int | float) or t <= 0:
+        raise ConfigError("model.loss.temperature", t, "expected a positive number")
+    sim = _get(cfg, "model.loss.similarity", "cosine")
+    if sim not in ("cosine", "dot"):
+        raise ConfigError("model.loss.similarity", sim, "expected 'cosine' or 'dot'")
+    lr = _get(cfg, "model.optimizer.lr", 1e-5)
+    if not isinstance(lr, int | float) or lr <= 0:
+        raise ConfigError("model.optimizer.lr", lr, "expected a positive learning rate")
+    nonfinite = _get(cfg, "model.nonfinite", "raise")
+    if nonfinite not in ("raise", "skip"):
+        raise ConfigError("model.nonfinite", nonfinite, "expected 'raise' or 'skip'")
+    name = str(_get(cfg, "model.encoder.name", OFFLINE_MODEL_NAME))
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+    if offline and name != OFFLINE_MODEL_NAME and not Path(name).expanduser().exists() and not _in_hf_cache(name):
+        raise ConfigError(
+            "model.encoder.name", name, f"not a local path nor in the HF cache while offline; use {OFFLINE_MODEL_NAME!r}"
+        )
+
+
+def _in_hf_cache(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        return False
+    hit = try_to_load_from_cache(name, "config.json")
+    return isinstance(hit, str)

@@ -1,0 +1,228 @@
+"""LightningDataModule: hybrid-sampled training batches and sharded evaluation encoding.
+
+Training: parallel items (LAReQA or JSONL) are tokenized once; the :class:`HybridBatchSampler`
+draws each (global) batch and this rank keeps its slice. Lightning must not re-shard it, so the
+trainer configs set ``use_distributed_sampler: false``.
+
+Validation: every question and candidate text of the evaluation benchmark is tokenized once; each
+rank encodes a contiguous, length-sorted shard; :class:`~hybrid_retrieval.callbacks.LareqaEvaluator`
+gathers the embeddings and computes the LAReQA metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hybrid_retrieval.data.guard import check_zero_shot
+from hybrid_retrieval.data.lareqa import LareqaDataset, load_lareqa
+from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
+from hybrid_retrieval.data.sampler import Example, HybridBatchSampler
+from hybrid_retrieval.evaluation.encode import pad_batch
+from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizedView:
+    query: list[int]
+    positive: list[int]
+    negatives: list[list[int]]
+
+
+class PairDataset(Dataset):
+    """Indexed by :class:`Example`: returns the tokenized (query, positive, negatives) of that setting."""
+
+    def __init__(self, tokenized: list[dict[str, TokenizedView]]):
+        self.tokenized = tokenized
+
+    def __len__(self) -> int:
+        return len(self.tokenized)
+
+    def __getitem__(self, ex: Example):
+        return ex, self.tokenized[ex.item][ex.query_lang].query, self.tokenized[ex.item][ex.passage_lang]
+
+
+class PairCollator:
+    """Pads queries, positives and exactly ``hard_negatives`` negatives per example.
+
+    An example with fewer negatives repeats its own; one with none borrows the next example's
+    positive (already an in-batch negative, so no false negative is introduced).
+    """
+
+    def __init__(self, pad_id: int, hard_negatives: int):
+        self.pad_id, self.k = pad_id, hard_negatives
+
+    def __call__(self, rows) -> dict:
+        examples = [r[0] for r in rows]
+        out = {
+            "query": pad_batch([r[1] for r in rows], self.pad_id),
+            "passage": pad_batch([r[2].positive for r in rows], self.pad_id),
+            "query_langs": [e.query_lang for e in examples],
+            "passage_langs": [e.passage_lang for e in examples],
+        }
+        if self.k > 0:
+            negs = []
+            for i, (_, _, view) in enumerate(rows):
+                own = view.negatives
+                for j in range(self.k):
+                    negs.append(own[j % len(own)] if own else rows[(i + 1) % len(rows)][2].positive)
+            out["negative"] = pad_batch(negs, self.pad_id)
+        return out
+
+
+class EvalTextDataset(Dataset):
+    """Unique evaluation texts (questions then candidates), indexed by position."""
+
+    def __init__(self, ids: list[list[int]]):
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        return i, self.ids[i]
+
+
+class ShardedLengthSampler:
+    """Batches of one rank's contiguous shard of ``lengths`` (longest first): each text encoded once overall."""
+
+    def __init__(self, lengths: list[int], batch_size: int, rank: int = 0, world_size: int = 1):
+        n = len(lengths)
+        per = -(-n // world_size)
+        shard = np.arange(rank * per, min(n, (rank + 1) * per))
+        order = shard[np.argsort([-lengths[i] for i in shard], kind="stable")]
+        self.batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+class EvalCollator:
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows) -> dict:
+        return {"index": torch.tensor([r[0] for r in rows]), "features": pad_batch([r[1] for r in rows], self.pad_id)}
+
+
+class HybridDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        train: dict,
+        eval: dict,
+        batch_size: int = 32,
+        sampler: dict | None = None,
+        hard_negatives: int = 0,
+        with_context: bool = False,
+        eval_batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 0,
+        allow_overlap: bool = False,
+        strict: bool = False,
+    ):
+        super().__init__()
+        self.train_cfg, self.eval_cfg = dict(train), dict(eval)
+        self.batch_size, self.sampler_cfg = int(batch_size), dict(sampler or {})
+        self.hard_negatives, self.with_context = int(hard_negatives), bool(with_context)
+        self.eval_batch_size, self.num_workers, self.seed = int(eval_batch_size), int(num_workers), int(seed)
+        self.allow_overlap, self.strict = allow_overlap, strict
+        self.encoder = None
+        self.items: list[ParallelItem] | None = None
+        self.eval_dataset: LareqaDataset | None = None
+        self.corpus: EvalCorpus | None = None
+        self.train_sampler: HybridBatchSampler | None = None
+
+    # The module's encoder supplies tokenizer, prefixes and max length.
+    def attach_encoder(self, encoder) -> None:
+        self.encoder = encoder
+
+    def _tokenize(self, texts: list[str], kind: str) -> list[list[int]]:
+        enc = self.encoder
+        prefix = enc.query_prefix if kind == "query" else enc.passage_prefix
+        if not texts:
+            return []
+        return enc.tokenizer([prefix + t for t in texts], truncation=True, max_length=enc.max_length)["input_ids"]
+
+    def load_train_items(self) -> list[ParallelItem]:
+        cfg = self.train_cfg
+        fmt = cfg.get("format", "lareqa")
+        if fmt == "lareqa":
+            ds = load_lareqa(cfg["root"], cfg.get("languages"), name=cfg.get("name"), strict=self.strict)
+            self.train_dataset = ds
+            return items_from_lareqa(ds, with_context=self.with_context, hard_negatives=self.hard_negatives)
+        if fmt == "jsonl":
+            self.train_dataset = None
+            return load_jsonl_items(cfg["path"], cfg.get("languages"))
+        raise ValueError(f"data.train.format={fmt!r}: expected 'lareqa' or 'jsonl'")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.encoder is None:
+            raise RuntimeError("HybridDataModule.attach_encoder(model.encoder) must be called before setup")
+        if self.corpus is None:
+            cfg = self.eval_cfg
+            self.eval_dataset = load_lareqa(cfg["root"], cfg.get("languages"), name=cfg.get("name"), strict=self.strict)
+            self.corpus = EvalCorpus.from_dataset(self.eval_dataset, with_context=self.with_context)
+            q_ids = self._tokenize(self.corpus.q_texts, "query")
+            c_ids = self._tokenize(self.corpus.c_texts, "passage")
+            self.eval_ids = q_ids + c_ids
+            self.n_eval_queries = len(q_ids)
+        if stage in (None, "fit") and self.items is None:
+            self.items = self.load_train_items()
+            report = check_zero_shot(self.items, self.eval_dataset, train_name=self.train_cfg.get("name", "train"))
+            log.info("%s", report.describe())
+            if report.overlaps and not self.allow_overlap:
+                raise ValueError(
+                    report.describe() + "\nRefusing to train on the evaluation data (zero-shot). "
+                    "Set data.allow_overlap=true to override."
+                )
+            self.tokenized = []
+            for item in self.items:
+                langs = list(item.views)
+                qs = self._tokenize([item.views[lg].query for lg in langs], "query")
+                ps = self._tokenize([item.views[lg].positive for lg in langs], "passage")
+                row = {}
+                for lg, q, p in zip(langs, qs, ps, strict=True):
+                    row[lg] = TokenizedView(q, p, self._tokenize(list(item.views[lg].negatives), "passage"))
+                self.tokenized.append(row)
+
+    def train_dataloader(self) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        self.train_sampler = HybridBatchSampler(
+            [item.languages for item in self.items],
+            batch_size=self.batch_size,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            **self.sampler_cfg,
+        )
+        pad = self.encoder.tokenizer.pad_token_id or 0
+        return DataLoader(
+            PairDataset(self.tokenized),
+            batch_sampler=self.train_sampler,
+            collate_fn=PairCollator(pad, self.hard_negatives),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        sampler = ShardedLengthSampler([len(x) for x in self.eval_ids], self.eval_batch_size, rank, world)
+        pad = self.encoder.tokenizer.pad_token_id or 0
+        return DataLoader(EvalTextDataset(self.eval_ids), batch_sampler=sampler, collate_fn=EvalCollator(pad), num_workers=0)
+
+
+def describe_path(path: str | Path) -> str:
+    return str(Path(path).resolve())

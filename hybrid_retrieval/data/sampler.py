@@ -1,0 +1,202 @@
+"""Hybrid batch sampling (arXiv 2408.10536): each batch is monolingual with probability alpha.
+
+Pure Python/numpy, no Lightning: the sampler yields, per batch, a list of :class:`Example`
+``(item index, query language, passage language)``.
+
+* Monolingual batch (probability ``alpha``): one language X for the whole batch, every example X→X.
+* Cross-lingual batch: ``cross_mode="batch"`` (the paper) draws one pair X≠Y for the whole batch;
+  ``cross_mode="example"`` draws X≠Y independently for each example among its item's languages.
+* Languages (or pairs) are drawn with weight ``n ** language_temperature`` where ``n`` is the number of
+  items that have that language (pair): 0 = uniform over languages, 1 = proportional to data.
+* No two examples of a batch share an item (a shared question id would be a false negative).
+* Epoch: ``ceil(n_items / batch_size)`` batches (or ``batches_per_epoch``). Each batch takes items not
+  yet seen this epoch; when the eligible unseen items run out it *refills* from items already seen this
+  epoch (counted in ``stats["refilled"]``), so every item is seen once per epoch where the language mix
+  allows it. A language (pair) with fewer eligible items than ``batch_size`` cannot form a batch: it is
+  excluded with a warning; if nothing can form a batch the constructor raises ``ValueError``.
+* Deterministic in ``(seed, epoch)``. ``batch_size`` is the *global* batch: with ``world_size`` ranks,
+  every rank draws the same global batch and keeps the contiguous slice ``rank`` of size
+  ``batch_size / world_size``, so gathered negatives are exactly the global batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    item: int  # index into the item list
+    query_lang: str
+    passage_lang: str
+
+
+class _Pool:
+    """A shuffled list of the items eligible for one setting, with a cursor for unseen items."""
+
+    def __init__(self, members: np.ndarray):
+        self.members = members
+        self.cursor = 0
+        self.refill_cursor = 0
+
+    def take(self, k: int, used: np.ndarray, in_batch: set[int], rng: np.random.Generator) -> tuple[list[int], int]:
+        """``k`` items, unseen ones first; returns (items, number refilled from seen items)."""
+        out: list[int] = []
+        n = len(self.members)
+        while len(out) < k and self.cursor < n:
+            idx = int(self.members[self.cursor])
+            self.cursor += 1
+            if not used[idx] and idx not in in_batch:
+                out.append(idx)
+                in_batch.add(idx)
+        refilled = 0
+        if len(out) < k:
+            # Refill from seen items: walk a fresh random order, skipping items already in this batch.
+            order = rng.permutation(self.members)
+            for idx in order:
+                idx = int(idx)
+                if idx not in in_batch:
+                    out.append(idx)
+                    in_batch.add(idx)
+                    refilled += 1
+                    if len(out) == k:
+                        break
+        return out, refilled
+
+
+class HybridBatchSampler:
+    """Yields per-rank lists of :class:`Example`; see the module docstring for the semantics."""
+
+    def __init__(
+        self,
+        item_languages: Sequence[Sequence[str]],
+        batch_size: int,
+        alpha: float = 0.5,
+        languages: Sequence[str] | None = None,
+        cross_mode: str = "batch",
+        language_temperature: float = 0.0,
+        batches_per_epoch: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"sampler alpha={alpha}: expected a probability in [0, 1]")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: expected a positive integer")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank}, world_size={world_size}: expected 0 <= rank < world_size")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} (global) must be divisible by world_size={world_size}")
+        if cross_mode not in ("batch", "example"):
+            raise ValueError(f"cross_mode={cross_mode!r}: expected 'batch' or 'example'")
+        self.batch_size, self.alpha, self.cross_mode = batch_size, float(alpha), cross_mode
+        self.seed, self.rank, self.world_size = int(seed), rank, world_size
+        self.epoch = 0
+        self.stats: Counter = Counter()
+        all_langs = sorted({lang for langs in item_languages for lang in langs})
+        self.languages = list(languages) if languages else all_langs
+        missing = [lang for lang in self.languages if lang not in all_langs]
+        if missing:
+            raise ValueError(f"sampler languages {missing} have no training items (the data has {all_langs})")
+        keep = set(self.languages)
+        self.item_langs = [sorted(set(langs) & keep) for langs in item_languages]
+        self.n_items = sum(1 for langs in self.item_langs if langs)
+
+        def members(pred) -> np.ndarray:
+            return np.array([i for i, langs in enumerate(self.item_langs) if pred(langs)], dtype=np.int64)
+
+        self.mono = {x: members(lambda ls, x=x: x in ls) for x in self.languages}
+        self.cross = {
+            (x, y): members(lambda ls, x=x, y=y: x in ls and y in ls) for x in self.languages for y in self.languages if x != y
+        }
+        self.multi = members(lambda ls: len(ls) >= 2)  # items usable for per-example cross pairs
+        self.mono_keys, self.mono_w = self._feasible(self.mono, language_temperature, "monolingual language")
+        if self.cross_mode == "batch":
+            self.cross_keys, self.cross_w = self._feasible(self.cross, language_temperature, "cross-lingual pair")
+        else:
+            ok = len(self.multi) >= batch_size
+            self.cross_keys, self.cross_w = ([("*", "*")], np.ones(1)) if ok else ([], np.zeros(0))
+            if not ok:
+                log.warning(
+                    "only %d items have 2+ languages: per-example cross batches of %d impossible", len(self.multi), batch_size
+                )
+        if alpha > 0 and not self.mono_keys:
+            raise ValueError(self._too_big("monolingual", self.mono))
+        if alpha < 1 and not self.cross_keys:
+            raise ValueError(self._too_big("cross-lingual", self.cross))
+        self.num_batches = batches_per_epoch or max(1, math.ceil(self.n_items / batch_size))
+
+    def _too_big(self, kind: str, pools: dict) -> str:
+        best = max(pools.items(), key=lambda kv: len(kv[1]), default=(None, []))
+        return (
+            f"batch_size={self.batch_size} exceeds every {kind} pool: the largest is {best[0]} with "
+            f"{len(best[1])} items. Lower data.batch_size or change data.sampler.alpha."
+        )
+
+    def _feasible(self, pools: dict, temperature: float, what: str) -> tuple[list, np.ndarray]:
+        keys, weights = [], []
+        for key, members in pools.items():
+            if len(members) >= self.batch_size:
+                keys.append(key)
+                weights.append(float(len(members)) ** temperature)
+            elif len(members) > 0:
+                log.warning(
+                    "%s %s has %d items < batch_size %d: excluded from sampling", what, key, len(members), self.batch_size
+                )
+        w = np.array(weights, dtype=np.float64)
+        return keys, (w / w.sum() if len(w) else w)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def global_batches(self) -> Iterator[list[Example]]:
+        """All global batches of the current epoch (identical on every rank)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        used = np.zeros(len(self.item_langs), dtype=bool)
+        pools: dict = {}
+
+        def pool(key, members) -> _Pool:
+            if key not in pools:
+                pools[key] = _Pool(rng.permutation(members))
+            return pools[key]
+
+        for _ in range(self.num_batches):
+            mono = rng.random() < self.alpha
+            in_batch: set[int] = set()
+            if mono:
+                x = self.mono_keys[rng.choice(len(self.mono_keys), p=self.mono_w)]
+                items, refilled = pool(("mono", x), self.mono[x]).take(self.batch_size, used, in_batch, rng)
+                batch = [Example(i, x, x) for i in items]
+            elif self.cross_mode == "batch":
+                x, y = self.cross_keys[rng.choice(len(self.cross_keys), p=self.cross_w)]
+                items, refilled = pool(("cross", x, y), self.cross[(x, y)]).take(self.batch_size, used, in_batch, rng)
+                batch = [Example(i, x, y) for i in items]
+            else:
+                items, refilled = pool(("multi",), self.multi).take(self.batch_size, used, in_batch, rng)
+                batch = []
+                for i in items:
+                    x, y = rng.choice(self.item_langs[i], size=2, replace=False)
+                    batch.append(Example(i, str(x), str(y)))
+            used[items] = True
+            self.stats["batches"] += 1
+            self.stats["mono_batches" if mono else "cross_batches"] += 1
+            self.stats["refilled"] += refilled
+            yield batch
+
+    def __iter__(self) -> Iterator[list[Example]]:
+        per_rank = self.batch_size // self.world_size
+        lo = self.rank * per_rank
+        for batch in self.global_batches():
+            yield batch[lo : lo + per_rank]

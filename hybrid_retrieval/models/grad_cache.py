@@ -1,0 +1,102 @@
+"""Gradient caching (Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
+Limited Setup"): the contrastive batch grows without the activation memory growing with it.
+
+1. Encode every chunk of ``chunk_size`` texts without a graph, remembering each chunk's RNG state.
+2. Compute the loss on the full (B × B·(1+k)) matrix from those embeddings (leaves with grad) and
+   back-propagate it to the embeddings only: this caches d loss / d embedding.
+3. Re-encode each chunk with the graph, restoring its RNG state so dropout masks are identical,
+   and back-propagate ``<embedding, cached gradient>``: parameter gradients accumulate chunk by chunk.
+
+The parameter gradients equal those of the full-batch computation (``tests/test_grad_cache.py``).
+No Lightning here: the module calls :func:`contrastive_backward` from its training step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Features = dict[str, torch.Tensor]
+EncodeFn = Callable[[Features, str], torch.Tensor]
+
+
+def _chunks(features: Features, size: int) -> list[Features]:
+    n = features["input_ids"].shape[0]
+    out = []
+    for lo in range(0, n, size):
+        chunk = {k: v[lo : lo + size] for k, v in features.items()}
+        # Trim padding to the chunk's own longest text (dynamic padding per chunk).
+        mask = chunk["attention_mask"]
+        width = int(mask.sum(1).max().item()) if mask.numel() else 0
+        if 0 < width < mask.shape[1] and bool((mask[:, width:] == 0).all()):
+            chunk = {k: v[:, :width] for k, v in chunk.items()}
+        out.append(chunk)
+    return out
+
+
+class _RngState:
+    """CPU (and CUDA, where used) RNG state, so the second pass draws the same dropout masks."""
+
+    def __init__(self, device: torch.device):
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self.device = device
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+
+
+def contrastive_backward(
+    encode: EncodeFn,
+    loss_fn: Callable[..., torch.Tensor],
+    query: Features,
+    passage: Features,
+    negative: Features | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Back-propagate the contrastive loss of one (per-rank) batch; returns the detached loss.
+
+    ``chunk_size=None`` (or >= batch): one ordinary forward/backward. Otherwise gradient caching.
+    The caller zeroes gradients before and steps the optimizer after.
+    """
+    groups = [("query", query), ("passage", passage)] + ([("passage", negative)] if negative is not None else [])
+    if not chunk_size or chunk_size >= max(f["input_ids"].shape[0] for _, f in groups):
+        embs = [encode(f, kind) for kind, f in groups]
+        loss = loss_fn(*embs) if len(embs) == 3 else loss_fn(embs[0], embs[1])
+        loss.backward()
+        return loss.detach()
+    if chunk_size < 1:
+        raise ValueError(f"grad_cache.chunk_size={chunk_size}: expected a positive integer (or null)")
+
+    # Pass 1: embeddings without a graph.
+    plans: list[tuple[str, list[Features], list[_RngState]]] = []
+    reps: list[torch.Tensor] = []
+    for kind, feats in groups:
+        chunks = _chunks(feats, chunk_size)
+        states, outs = [], []
+        with torch.no_grad():
+            for chunk in chunks:
+                states.append(_RngState(chunk["input_ids"].device))
+                outs.append(encode(chunk, kind))
+        plans.append((kind, chunks, states))
+        reps.append(torch.cat(outs).detach().requires_grad_(True))  # (n, dim) leaf
+
+    # Pass 2: loss on the full matrix, gradients w.r.t. the embeddings (and loss parameters).
+    loss = loss_fn(*reps) if len(reps) == 3 else loss_fn(reps[0], reps[1])
+    loss.backward()
+
+    # Pass 3: re-encode with the graph, same RNG, chain the cached gradients into the parameters.
+    rng_after = _RngState(query["input_ids"].device)
+    for (kind, chunks, states), rep in zip(plans, reps, strict=True):
+        lo = 0
+        for chunk, state in zip(chunks, states, strict=True):
+            state.restore()
+            emb = encode(chunk, kind)  # (chunk, dim)
+            grad = rep.grad[lo : lo + emb.shape[0]]
+            lo += emb.shape[0]
+            torch.autograd.backward(emb, grad_tensors=grad)
+    rng_after.restore()
+    return loss.detach()

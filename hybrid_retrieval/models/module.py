@@ -1,0 +1,140 @@
+"""LightningModule: dual encoder + InfoNCE, gradient caching and gathered negatives.
+
+Optimisation is manual (``automatic_optimization = False``) because gradient caching needs several
+backward passes per step. Under DDP the module keeps DDP's reducer out of those passes and averages
+the gradients itself with one ``all_reduce`` per step, after all chunks; together with the
+differentiable all-gather in the loss this is the exact global-batch gradient
+(``tests/test_distributed.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import lightning as L
+import torch
+
+from hybrid_retrieval.models.distributed import average_gradients
+from hybrid_retrieval.models.encoder import DualEncoder
+from hybrid_retrieval.models.grad_cache import contrastive_backward
+from hybrid_retrieval.models.loss import InfoNCELoss
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class HybridRetrievalModule(L.LightningModule):
+    def __init__(
+        self,
+        encoder: DualEncoder,
+        loss: InfoNCELoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., object] | None = None,
+        grad_cache: dict | None = None,
+        gradient_clip_val: float | None = 1.0,
+        nonfinite: str = "raise",
+        warmup_ratio: float = 0.1,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.encoder, self.loss_fn = encoder, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.chunk_size = (grad_cache or {}).get("chunk_size")
+        self.gradient_clip_val = gradient_clip_val
+        if nonfinite not in ("raise", "skip"):
+            raise ValueError(f"model.nonfinite={nonfinite!r}: expected 'raise' or 'skip'")
+        self.nonfinite = nonfinite
+        self.warmup_ratio = warmup_ratio
+        self.skipped_batches = 0
+        self._eval_chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    # ------------------------------------------------------------------ training
+    def on_train_start(self) -> None:
+        # Keep DDP's reducer out of our backward passes; gradients are averaged by average_gradients.
+        ddp = self.trainer.model
+        if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
+            ddp.require_backward_grad_sync = False
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        ddp = self.trainer.model if self._trainer is not None else None
+        if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
+            ddp.require_backward_grad_sync = False
+        loss = contrastive_backward(
+            self.encoder.encode,
+            self.loss_fn,
+            batch["query"],
+            batch["passage"],
+            batch.get("negative"),
+            chunk_size=self.chunk_size,
+        )
+        average_gradients(self.parameters())
+        if not torch.isfinite(loss):
+            where = (
+                f"non-finite loss {loss.item()} at global step {self.global_step} (batch {batch_idx}, "
+                f"query langs {sorted(set(batch['query_langs']))}, passage langs {sorted(set(batch['passage_langs']))})"
+            )
+            if self.nonfinite == "raise":
+                raise NonFiniteLossError(where + "; set model.nonfinite=skip to skip such batches")
+            self.skipped_batches += 1
+            log.warning("%s: batch skipped (%d so far)", where, self.skipped_batches)
+            opt.zero_grad(set_to_none=True)
+            return loss
+        if self.gradient_clip_val:
+            self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        opt.step()
+        sch = self.lr_schedulers()
+        if sch is not None:
+            sch.step()
+        mono = batch["query_langs"][0] == batch["passage_langs"][0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["query_langs"]))
+        self.log("train/temperature", 1.0 / self.loss_fn.scale.detach(), batch_size=len(batch["query_langs"]))
+        self.log("train/mono_batch", float(mono), batch_size=len(batch["query_langs"]))
+        return loss
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.warmup_ratio * total)
+        sch = self.scheduler_factory(optimizer=opt, num_warmup_steps=warmup, num_training_steps=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": "step"}}
+
+    # ---------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._eval_chunks = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        dm = self.trainer.datamodule
+        index = batch["index"]  # (b,)
+        n_q = dm.n_eval_queries
+        feats = batch["features"]
+        is_q = index < n_q
+        emb = torch.empty((index.shape[0], self.encoder.dim), device=index.device)
+        for kind, sel in (("query", is_q), ("passage", ~is_q)):
+            if sel.any():
+                emb[sel] = self.encoder.encode({k: v[sel] for k, v in feats.items()}, kind).float()
+        self._eval_chunks.append((index.cpu(), emb.detach().cpu()))
+
+
+def linear_warmup_decay(optimizer, num_warmup_steps: int, num_training_steps: int):
+    """Linear warm-up then linear decay to 0 (the usual BERT/e5 fine-tuning schedule)."""
+
+    def factor(step: int) -> float:
+        if step < num_warmup_steps:
+            return (step + 1) / max(1, num_warmup_steps)
+        return max(0.0, (num_training_steps - step) / max(1, num_training_steps - num_warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def sqrt_scaled_lr(base_lr: float, batch_size: int, base_batch_size: int = 32) -> float:
+    """LR rule for batch-size sweeps: ``base_lr * sqrt(batch / base_batch)``."""
+    return base_lr * math.sqrt(batch_size / base_batch_size)

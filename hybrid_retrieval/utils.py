@@ -1,0 +1,65 @@
+"""Small glue: resolvers, environment defaults, callback/logger instantiation, W&B shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> str:
+    """The checkout root (the folder holding conf/ beside the package), else the current directory."""
+    candidate = PACKAGE_DIR.parent
+    if (candidate / "conf" / "train.yaml").exists():
+        return str(candidate)
+    return str(Path.cwd())
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("hr_root"):
+        OmegaConf.register_new_resolver("hr_root", project_root)
+
+
+def prepare_environment() -> None:
+    """Offline-friendly defaults: W&B offline unless WANDB_MODE is set; no prompts; quiet tokenizers."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if os.environ.get("WANDB_MODE") == "online" and not os.environ.get("WANDB_API_KEY") and not sys.stdin.isatty():
+        log.warning("WANDB_MODE=online without WANDB_API_KEY and no terminal: switching W&B to offline")
+        os.environ["WANDB_MODE"] = "offline"
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list:
+    from hydra.utils import instantiate  # noqa: PLC0415
+
+    if not cfg:
+        return []
+    return [instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list:
+    from hydra.utils import instantiate  # noqa: PLC0415
+
+    if not cfg:
+        return []
+    out = []
+    for c in cfg.values():
+        if isinstance(c, DictConfig) and "_target_" in c:
+            out.append(instantiate(c))
+    return out
+
+
+def finish_wandb() -> None:
+    """Close the W&B run if one was started (called in ``finally`` so crashes still flush)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()

@@ -1,0 +1,140 @@
+"""Shared fixtures: tiny LAReQA-format datasets and a tiny random encoder with the real XLM-R tokenizer."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = {
+    "en": ["river", "city", "bridge", "king", "music", "school", "war", "paper", "science", "ocean", "mountain", "forest"],
+    "de": ["fluss", "stadt", "brücke", "könig", "musik", "schule", "krieg", "papier", "wissenschaft", "ozean", "berg", "wald"],
+    "es": ["río", "ciudad", "puente", "rey", "música", "escuela", "guerra", "papel", "ciencia", "océano", "montaña", "bosque"],
+    "fr": ["fleuve", "ville", "pont", "roi", "musique", "école", "guerre", "papier", "science", "océan", "montagne", "forêt"],
+}
+
+
+def make_lareqa(
+    root: Path, languages=("en", "de", "es"), n_articles=3, paras=2, sents=3, qpp=2, seed=0, coverage=None, prefix="art"
+) -> Path:
+    """Write ``{root}/{lang}.json`` in the LAReQA layout; question ids shared across languages.
+
+    ``coverage(qid_index) -> set of languages`` decides which languages hold a question (MLQA-R-like);
+    by default every language has every question (XQuAD-R-like).
+    """
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    # Sentence k of paragraph p: the same "meaning" in every language (same word indices).
+    plan = []
+    for a in range(n_articles):
+        for p in range(paras):
+            sent_words = [[rng.randrange(len(WORDS["en"])) for _ in range(5)] for _ in range(sents)]
+            questions = [(f"{prefix}{a}p{p}q{k}", rng.randrange(sents)) for k in range(qpp)]
+            plan.append((a, p, sent_words, questions))
+    q_counter = 0
+    docs = {lang: {"version": "1.1", "data": []} for lang in languages}
+    for a in range(n_articles):
+        for lang in languages:
+            docs[lang]["data"].append({"title": f"{prefix}_{a}", "paragraphs": []})
+    for a, _p, sent_words, questions in plan:
+        for lang in languages:
+            words = WORDS[lang]
+            sentences = [" ".join(words[i] for i in ws) + f" {lang}{a}." for ws in sent_words]
+            context, breaks = "", []
+            for s in sentences:
+                if context:
+                    context += " "
+                breaks.append([len(context), len(context) + len(s)])
+                context += s
+            qas = []
+            for qi, (qid, answer_sent) in enumerate(questions):
+                idx = q_counter + qi
+                if coverage is not None and lang not in coverage(idx):
+                    continue
+                ws = sent_words[answer_sent]
+                qas.append(
+                    {
+                        "id": qid,
+                        "question": f"{words[ws[0]]} {words[ws[1]]} {words[ws[2]]}?",
+                        "answers": [{"answer_start": breaks[answer_sent][0] + 1, "text": "x"}],
+                    }
+                )
+            docs[lang]["data"][a]["paragraphs"].append(
+                {"context": context, "qas": qas, "sentences": sentences, "sentence_breaks": breaks}
+            )
+        q_counter += len(questions)
+    for lang, doc in docs.items():
+        (root / f"{lang}.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> tuple[Path, Path]:
+    """(train_root, eval_root): disjoint tiny datasets (different ids, titles, texts)."""
+    train = make_lareqa(
+        tmp_path / "train-r",
+        languages=("en", "de", "es"),
+        n_articles=4,
+        seed=1,
+        prefix="tr",
+        coverage=lambda i: {"en", "de", "es"} if i % 3 else {"en", "de"},
+    )
+    evald = make_lareqa(tmp_path / "eval-r", languages=("en", "de", "es", "fr"), n_articles=2, seed=2, prefix="ev")
+    return train, evald
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) with the real XLM-R tokenizer, saved as a local model."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from hybrid_retrieval.offline_model import write_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=250002,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=1,
+    )
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(out)
+    write_tokenizer(out, max_length=128)
+    return out
+
+
+@pytest.fixture(scope="session")
+def xlmr_tokenizer(tiny_model_dir):
+    from hybrid_retrieval.models.encoder import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_factory(tiny_model_dir, xlmr_tokenizer):
+    from hybrid_retrieval.models.encoder import DualEncoder
+
+    def make(**kw):
+        kw.setdefault("max_length", 32)
+        return DualEncoder(name=str(tiny_model_dir), tokenizer=xlmr_tokenizer, **kw)
+
+    return make
+
+
+def copy_dir(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,146 @@
+"""Property tests for the HybridBatchSampler."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from hybrid_retrieval.data.sampler import HybridBatchSampler
+
+LANGS = ["ar", "de", "en", "es", "hi"]
+
+
+def mlqa_like(n: int, seed: int = 0) -> list[list[str]]:
+    """Every item has 'en' plus 1–3 other languages (MLQA-R's coverage pattern)."""
+    rng = np.random.default_rng(seed)
+    return [
+        ["en", *rng.choice(LANGS[:1] + LANGS[1:2] + LANGS[3:], size=int(rng.integers(1, 4)), replace=False).tolist()]
+        for _ in range(n)
+    ]
+
+
+def parallel(n: int) -> list[list[str]]:
+    return [list(LANGS) for _ in range(n)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    alpha=st.sampled_from([0.0, 0.3, 0.5, 1.0]),
+    batch=st.integers(2, 24),
+    seed=st.integers(0, 10_000),
+    mode=st.sampled_from(["batch", "example"]),
+    n=st.integers(30, 120),
+)
+def test_batch_invariants(alpha, batch, seed, mode, n):
+    items = mlqa_like(n, seed)
+    try:
+        s = HybridBatchSampler(items, batch, alpha=alpha, cross_mode=mode, seed=seed)
+    except ValueError as err:  # documented: no language (pair) pool can fill one batch
+        assert "exceeds every" in str(err)
+        assume(False)
+    batches = list(s)
+    assert len(batches) == len(s)
+    for b in batches:
+        assert len(b) == batch
+        assert len({e.item for e in b}) == batch  # no shared question id
+        for e in b:
+            assert e.query_lang in items[e.item] and e.passage_lang in items[e.item]
+        mono = b[0].query_lang == b[0].passage_lang
+        if mono:  # language purity
+            assert alpha > 0
+            assert {(e.query_lang, e.passage_lang) for e in b} == {(b[0].query_lang,) * 2}
+        else:
+            assert alpha < 1
+            assert all(e.query_lang != e.passage_lang for e in b)
+            if mode == "batch":
+                assert len({(e.query_lang, e.passage_lang) for e in b}) == 1
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.25, 0.5, 0.8, 1.0])
+def test_empirical_alpha(alpha):
+    s = HybridBatchSampler(parallel(400), 4, alpha=alpha, seed=3)
+    mono = []
+    for epoch in range(20):
+        s.set_epoch(epoch)
+        mono += [b[0].query_lang == b[0].passage_lang for b in s]
+    rate = float(np.mean(mono))  # 2000 batches: binomial std <= 0.011
+    assert abs(rate - alpha) < 0.04, rate
+
+
+def test_deterministic_and_epoch_dependent():
+    a = HybridBatchSampler(mlqa_like(80), 8, alpha=0.5, seed=7)
+    b = HybridBatchSampler(mlqa_like(80), 8, alpha=0.5, seed=7)
+    assert list(a) == list(b)
+    a.set_epoch(1)
+    assert list(a) != list(b)
+    b.set_epoch(1)
+    assert list(a) == list(b)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    world=st.sampled_from([1, 2, 4]), per_rank=st.integers(1, 6), seed=st.integers(0, 999), alpha=st.sampled_from([0.0, 0.5, 1.0])
+)
+def test_rank_slices_disjoint_and_complete(world, per_rank, seed, alpha):
+    items = mlqa_like(90, seed)
+    batch = world * per_rank
+    full = list(HybridBatchSampler(items, batch, alpha=alpha, seed=seed).global_batches())
+    shards = [list(HybridBatchSampler(items, batch, alpha=alpha, seed=seed, rank=r, world_size=world)) for r in range(world)]
+    for step, global_batch in enumerate(full):
+        parts = [shards[r][step] for r in range(world)]
+        assert all(len(p) == per_rank for p in parts)
+        assert [e for part in parts for e in part] == global_batch  # complete, in rank order
+        ids = [e.item for p in parts for e in p]
+        assert len(set(ids)) == len(ids)  # disjoint
+
+
+def test_every_item_once_per_epoch_when_parallel():
+    # Fully parallel data: every language pool holds every item, so no refill is ever needed.
+    s = HybridBatchSampler(parallel(96), 8, alpha=0.5, seed=0)
+    seen = Counter(e.item for b in s for e in b)
+    assert set(seen) == set(range(96)) and set(seen.values()) == {1}
+    assert s.stats["refilled"] == 0
+
+
+def test_refill_counts_when_pool_runs_dry():
+    items = [["en", "de"]] * 10 + [["en"]] * 30  # 'de' items are few
+    s = HybridBatchSampler(items, 8, alpha=1.0, language_temperature=0.0, seed=1)
+    list(s)
+    assert s.stats["refilled"] > 0
+
+
+def test_too_big_batch_is_clear_error_and_small_pools_excluded(caplog):
+    items = mlqa_like(50)
+    with pytest.raises(ValueError, match=r"batch_size=64 exceeds every monolingual pool: the largest is en with 50"):
+        HybridBatchSampler(items, 64, alpha=0.5)
+    s = HybridBatchSampler([["en", "de"]] * 5 + [["en", "es"]] * 20, 10, alpha=1.0)
+    assert s.mono_keys == ["en", "es"]
+    assert "excluded" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"alpha": 1.5}, r"alpha=1.5"),
+        ({"batch_size": 0}, r"batch_size=0"),
+        ({"batch_size": 6, "world_size": 4}, r"divisible by world_size=4"),
+        ({"cross_mode": "pair"}, r"cross_mode='pair'"),
+        ({"languages": ["en", "xx"]}, r"\['xx'\] have no training items"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = {"batch_size": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        HybridBatchSampler(parallel(20), **args)
+
+
+def test_language_temperature_weights():
+    items = [["en", "de"]] * 10 + [["en"]] * 90
+    prop = HybridBatchSampler(items, 2, alpha=1.0, language_temperature=1.0)
+    uni = HybridBatchSampler(items, 2, alpha=1.0, language_temperature=0.0)
+    assert dict(zip(prop.mono_keys, prop.mono_w, strict=True))["en"] == pytest.approx(100 / 110)
+    assert dict(zip(uni.mono_keys, uni.mono_w, strict=True))["en"] == pytest.approx(0.5)

@@ -1,0 +1,101 @@
+"""End to end through the real CLI (Hydra + Lightning) on tiny data and a tiny random encoder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    env.pop("WANDB_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybrid_retrieval.train", *args],
+        cwd=tmp_path,  # outputs must not depend on the working directory
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-4000:]}\nSTDERR\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def tiny_overrides(tiny_data, tiny_model_dir, run_dir):
+    train, evald = tiny_data
+    return [
+        f"data.train.root={train}",
+        f"data.eval.root={evald}",
+        f"model.encoder.name={tiny_model_dir}",
+        "model.encoder.max_length=32",
+        "data.batch_size=4",
+        "data.sampler.batches_per_epoch=3",
+        "data.eval_batch_size=16",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run_dir}",
+        "seed=0",
+    ]
+
+
+def test_train_cli_single_process(tiny_data, tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli([*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=csv"], tmp_path)
+    assert "run finished" in proc.stdout and str(run_dir) in proc.stdout
+    summary = json.loads((run_dir / "final_metrics.json").read_text())
+    assert summary["global_step"] == 6
+    m = summary["metrics"]
+    for key in ("val/mono/map", "val/cross/map", "val/multi/map", "val/multi/rank_distance", "val/en-de/map", "val/fr-all/map"):
+        assert key in m, key
+    assert 0.0 < m["val/multi/map"] <= 1.0
+    assert Path(summary["best_checkpoint"]).exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / "eval" / "epoch001.json").exists()
+    assert (run_dir / "csv").exists()
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "logs").exists()
+
+
+def test_train_cli_wandb_offline_no_prompt(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    run_dir = tmp_path / "run"
+    env_home = tmp_path / "home"
+    env_home.mkdir()
+    monkeypatch.setenv("HOME", str(env_home))  # no ~/.netrc, no W&B credentials
+    args = [*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "trainer.max_epochs=1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"HF_HUB_OFFLINE": "1", "HYBRID_RETRIEVAL_CACHE": str(tmp_path / "cache")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybrid_retrieval.train", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert runs, "expected an offline W&B run directory"
+
+
+def test_zero_shot_guard_refuses_same_benchmark(tiny_data, tiny_model_dir, tmp_path):
+    _, evald = tiny_data
+    args = [*tiny_overrides(tiny_data, tiny_model_dir, tmp_path / "run"), f"data.train.root={evald}", "logger=none"]
+    with pytest.raises(AssertionError, match="Refusing to train on the evaluation data"):
+        run_cli(args, tmp_path)
+
+
+@pytest.mark.slow
+def test_train_cli_ddp_cpu_two_processes(tiny_data, tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "trainer=ddp_cpu", "logger=csv", "trainer.max_epochs=1"]
+    run_cli(args, tmp_path)
+    summary = json.loads((run_dir / "final_metrics.json").read_text())
+    assert summary["global_step"] == 3 and "val/multi/map" in summary["metrics"]
