@@ -14,13 +14,13 @@ from hybrid_retrieval.data.lareqa import LareqaDataset
 from hybrid_retrieval.data.pairs import ParallelItem
 
 _SPACE = re.compile(r"\s+")
-_PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
 
 def normalise(text: str) -> str:
-    """NFKC, case-folded, punctuation removed, whitespace collapsed."""
+    """NFKC, case-folded, punctuation and symbols removed (combining marks kept: Hindi, Thai), whitespace collapsed."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    return _SPACE.sub(" ", _PUNCT.sub(" ", text)).strip()
+    text = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
+    return _SPACE.sub(" ", text).strip()
 
 
 @dataclass

@@ -137,9 +137,15 @@ class HybridBatchSampler:
 
     def _too_big(self, kind: str, pools: dict) -> str:
         best = max(pools.items(), key=lambda kv: len(kv[1]), default=(None, []))
+        hint = ""
+        if kind == "cross-lingual" and self.cross_mode == "batch" and len(self.multi) >= self.batch_size:
+            hint = (
+                f" data.sampler.cross_mode=example draws a pair per example from the {len(self.multi)} items "
+                "with 2+ languages and fits."
+            )
         return (
             f"batch_size={self.batch_size} exceeds every {kind} pool: the largest is {best[0]} with "
-            f"{len(best[1])} items. Lower data.batch_size or change data.sampler.alpha."
+            f"{len(best[1])} items. Lower data.batch_size or change data.sampler.alpha.{hint}"
         )
 
     def _feasible(self, pools: dict, temperature: float, what: str) -> tuple[list, np.ndarray]:

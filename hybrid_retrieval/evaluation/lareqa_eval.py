@@ -185,14 +185,13 @@ class TrecRunWriter:
             fh = (self.dir / f"{setting}.run").open("w", encoding="utf-8")
             self._open[setting] = fh
         k = scores.shape[1] if self.top_k is None else min(self.top_k, scores.shape[1])
-        # Stable order: score descending, then candidate index ascending (the metrics' tie rule).
-        idx = torch.arange(scores.shape[1], dtype=torch.float64)
-        order = np.lexsort((idx.numpy(), -scores.double().numpy()), axis=1)[:, :k]
+        # Stable descending sort: equal scores keep candidate-index order (the metrics' tie rule).
+        top_scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
+        top_scores, order = top_scores[:, :k].tolist(), order[:, :k].tolist()
         lines = []
         for r, qid in enumerate(qids):
-            row = scores[r]
-            for rank, ci in enumerate(order[r], 1):
-                lines.append(f"{qid} Q0 {c_ids[c_lo + ci]} {rank} {float(row[ci]):.6f} {self.tag}\n")
+            for rank, (ci, sc) in enumerate(zip(order[r], top_scores[r]), 1):
+                lines.append(f"{qid} Q0 {c_ids[c_lo + ci]} {rank} {sc:.6f} {self.tag}\n")
         fh.write("".join(lines))
 
     def write_qrels(self) -> None:

@@ -1,0 +1,136 @@
+"""Evaluate any encoder on XQuAD-R or MLQA-R with the LAReQA protocol.
+
+    python -m hybrid_retrieval.evaluate dataset=xquad-r                      # untrained offline default
+    python -m hybrid_retrieval.evaluate dataset=mlqa-r ckpt_path=.../last.ckpt
+    python -m hybrid_retrieval.evaluate encoder=labse                        # a hub model (online)
+
+Writes to the run directory: ``summary.json`` (macro averages, per-pair metrics, timings),
+``matrices/{metric}.csv`` and ``.png`` heatmaps, and ``runs/`` (TREC run files + qrels per setting).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hybrid_retrieval.utils import prepare_environment, register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def load_checkpoint_into(encoder, ckpt_path: str) -> None:
+    """Load the ``encoder.*`` weights of a HybridRetrievalModule checkpoint (strict on those keys)."""
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    enc_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    if not enc_state:
+        raise ValueError(f"{ckpt_path}: no encoder.* weights (is it a hybrid_retrieval checkpoint?)")
+    missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
+    if unexpected or [m for m in missing if not m.startswith("passage_model.") or not encoder.shared]:
+        raise ValueError(
+            f"{ckpt_path}: checkpoint does not match the encoder config (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+
+
+def write_matrices(out: Path, result, plot: bool = True) -> None:
+    from hybrid_retrieval.plots import heatmap  # noqa: PLC0415
+
+    out.mkdir(parents=True, exist_ok=True)
+    langs = result.languages
+    for metric, mat in result.pair.items():
+        safe = metric.replace("@", "_at_")
+        header = "query_lang," + ",".join(langs)
+        rows = [f"{x}," + ",".join(f"{v:.6f}" for v in mat[i]) for i, x in enumerate(langs)]
+        (out / f"{safe}.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+        if plot and metric in ("map", "r@1"):
+            import matplotlib.pyplot as plt  # noqa: PLC0415
+
+            fig = heatmap(mat, langs, title=f"{metric} (rows: query language, columns: candidate language)")
+            fig.savefig(out / f"{safe}.png")
+            plt.close(fig)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    from hydra.utils import instantiate  # noqa: PLC0415
+
+    from hybrid_retrieval.data.lareqa import load_lareqa  # noqa: PLC0415
+    from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
+    from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, evaluate_embeddings  # noqa: PLC0415
+
+    out = Path(cfg.paths.output_dir)
+    device = torch.device(
+        "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    encoder = instantiate(cfg.encoder)
+    if cfg.get("ckpt_path"):
+        load_checkpoint_into(encoder, cfg.ckpt_path)
+    encoder.to(device).eval()
+    timings["load_model_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ds = load_lareqa(cfg.data.root, cfg.data.get("languages"), name=cfg.dataset)
+    corpus = EvalCorpus.from_dataset(ds, with_context=cfg.data.with_context)
+    timings["load_data_s"] = time.perf_counter() - t0
+    log.info("%s", ds.summary())
+
+    t0 = time.perf_counter()
+    kw = {"batch_size": cfg.batch_size, "device": device, "progress": True}
+    q_emb = encode_texts(encoder, corpus.q_texts, "query", desc="questions", **kw)
+    c_emb = encode_texts(encoder, corpus.c_texts, "passage", desc="candidates", **kw)
+    timings["encode_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    writer = TrecRunWriter(out / "runs", corpus, top_k=cfg.run_topk) if cfg.run_files else None
+    result = evaluate_embeddings(corpus, q_emb, c_emb, block=cfg.block, run_writer=writer)
+    if writer is not None:
+        writer.close()
+    timings["rank_and_metrics_s"] = time.perf_counter() - t0
+    write_matrices(out / "matrices", result)
+
+    macro = result.macro()
+    summary = {
+        "dataset": cfg.dataset,
+        "encoder": cfg.encoder.name,
+        "ckpt_path": cfg.get("ckpt_path"),
+        "n_questions": len(corpus.q_texts),
+        "n_candidates": len(corpus.c_texts),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "macro": macro,
+        "per_setting": result.flat(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    print(
+        f"\n=== LAReQA evaluation: {cfg.dataset} ({len(ds.languages)} languages, {len(corpus.q_texts)} questions, "
+        f"{len(corpus.c_texts)} candidates) ==="
+    )
+    print(f"{'setting':<8} {'mAP':>7} {'mAP@20':>7} {'R@1':>7} {'R@10':>7}")
+    for setting in ("mono", "cross", "multi"):
+        print(f"{setting:<8} " + " ".join(f"{macro[f'{setting}/{m}']:7.4f}" for m in ("map", "map@20", "r@1", "r@10")))
+    print(f"rank distance (multi, lower = less language bias): {macro['multi/rank_distance']:.2f}")
+    print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(f"outputs: {out}")
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate.yaml")
+def main(cfg: DictConfig) -> float:
+    prepare_environment()
+    summary = evaluate(cfg)
+    return float(summary["macro"]["multi/map"]) if not np.isnan(summary["macro"]["multi/map"]) else float("nan")
+
+
+if __name__ == "__main__":
+    main()
