@@ -40,14 +40,22 @@ def train(cfg: DictConfig) -> float | None:
     model = instantiate(cfg.model)
     datamodule = instantiate(cfg.data)
     datamodule.attach_encoder(model.encoder)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    if cfg.get("validate_before_training"):
+    ckpt_path = cfg.get("ckpt_path")
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if cfg.get("resume") and ckpt_path is None:
+        if last.exists():
+            ckpt_path = str(last.resolve())
+            log.info("resume=true: continuing from %s", ckpt_path)
+        else:
+            log.warning("resume=true but %s does not exist: starting from scratch", last)
+    if cfg.get("validate_before_training") and ckpt_path is None:
         trainer.validate(model, datamodule=datamodule)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     value = metrics.get(cfg.optimized_metric)
     if trainer.is_global_zero:
@@ -72,11 +80,28 @@ def train(cfg: DictConfig) -> float | None:
     return value
 
 
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+    from hydra.types import RunMode  # noqa: PLC0415
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     prepare_environment()
     try:
         return train(cfg)
+    except Exception as err:
+        # In a sweep one failed job (say, an impossible batch size) must not take the others down:
+        # record it for `report` and let Hydra go on with the next job.
+        out = Path(cfg.paths.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "FAILED.json").write_text(json.dumps({"error": f"{type(err).__name__}: {err}"}, indent=1))
+        if _is_multirun():
+            log.exception("job failed (recorded in %s); the sweep continues", out / "FAILED.json")
+            return float("nan")
+        raise
     finally:
         finish_wandb()
 

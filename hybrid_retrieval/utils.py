@@ -22,9 +22,36 @@ def project_root() -> str:
     return str(Path.cwd())
 
 
+def budget_steps(mode: str, pairs: int, steps: int, batch_size: int) -> int:
+    """Optimizer steps for a sweep job: ``pairs`` = same training pairs seen, ``steps`` = same step count."""
+    if mode == "pairs":
+        return max(1, -(-int(pairs) // int(batch_size)))
+    if mode == "steps":
+        return int(steps)
+    raise ValueError(f"budget.mode={mode!r}: expected 'pairs' or 'steps'")
+
+
+def scaled_lr(rule: str, base_lr: float, batch_size: int, base_batch_size: int) -> float:
+    """Learning-rate rule for batch-size sweeps: ``constant``, ``sqrt`` or ``linear`` in batch / base_batch."""
+    ratio = int(batch_size) / int(base_batch_size)
+    if rule == "constant":
+        return float(base_lr)
+    if rule == "sqrt":
+        return float(base_lr) * ratio**0.5
+    if rule == "linear":
+        return float(base_lr) * ratio
+    raise ValueError(f"budget.lr_rule={rule!r}: expected 'constant', 'sqrt' or 'linear'")
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("hr_root"):
-        OmegaConf.register_new_resolver("hr_root", project_root)
+    for name, fn in (
+        ("hr_root", project_root),
+        ("hr_budget_steps", budget_steps),
+        ("hr_lr", scaled_lr),
+        ("hr_min", lambda a, b: min(int(a), int(b))),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 def prepare_environment() -> None:
@@ -38,12 +65,19 @@ def prepare_environment() -> None:
         os.environ["WANDB_MODE"] = "offline"
 
 
-def instantiate_callbacks(cfg: DictConfig | None) -> list:
+def instantiate_callbacks(cfg: DictConfig | None, has_logger: bool = True) -> list:
+    """Build every ``_target_`` callback; the LR monitor is dropped when there is no logger to write to."""
     from hydra.utils import instantiate  # noqa: PLC0415
 
     if not cfg:
         return []
-    return [instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
+    out = []
+    for c in cfg.values():
+        if isinstance(c, DictConfig) and "_target_" in c:
+            if not has_logger and c._target_.endswith("LearningRateMonitor"):
+                continue
+            out.append(instantiate(c))
+    return out
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -207,6 +206,12 @@ class HybridDataModule(L.LightningDataModule):
             world_size=world,
             **self.sampler_cfg,
         )
+        trainer = self.trainer
+        if trainer is not None and trainer.fit_loop.epoch_loop.restarting:
+            # Resuming from a mid-epoch checkpoint: continue the epoch where it stopped.
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            self.train_sampler.resume(trainer.current_epoch, done)
+            log.info("resuming epoch %d after %d batches", trainer.current_epoch, done)
         pad = self.encoder.tokenizer.pad_token_id or 0
         return DataLoader(
             PairDataset(self.tokenized),
@@ -222,7 +227,3 @@ class HybridDataModule(L.LightningDataModule):
         sampler = ShardedLengthSampler([len(x) for x in self.eval_ids], self.eval_batch_size, rank, world)
         pad = self.encoder.tokenizer.pad_token_id or 0
         return DataLoader(EvalTextDataset(self.eval_ids), batch_sampler=sampler, collate_fn=EvalCollator(pad), num_workers=0)
-
-
-def describe_path(path: str | Path) -> str:
-    return str(Path(path).resolve())

@@ -101,6 +101,7 @@ class HybridBatchSampler:
         self.batch_size, self.alpha, self.cross_mode = batch_size, float(alpha), cross_mode
         self.seed, self.rank, self.world_size = int(seed), rank, world_size
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already consumed)
         self.stats: Counter = Counter()
         all_langs = sorted({lang for langs in item_languages for lang in langs})
         self.languages = list(languages) if languages else all_langs
@@ -164,6 +165,12 @@ class HybridBatchSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Mid-epoch resume: the next pass over ``epoch`` skips its first ``batches_done`` batches.
+
+        Exact, because an epoch's batches are a pure function of (seed, epoch)."""
+        self._resume = (int(epoch), int(batches_done)) if batches_done > 0 else None
+
     def __len__(self) -> int:
         return self.num_batches
 
@@ -204,5 +211,9 @@ class HybridBatchSampler:
     def __iter__(self) -> Iterator[list[Example]]:
         per_rank = self.batch_size // self.world_size
         lo = self.rank * per_rank
-        for batch in self.global_batches():
-            yield batch[lo : lo + per_rank]
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip, self._resume = self._resume[1], None
+        for i, batch in enumerate(self.global_batches()):
+            if i >= skip:
+                yield batch[lo : lo + per_rank]

@@ -51,6 +51,7 @@ class HybridRetrievalModule(L.LightningModule):
         self.nonfinite = nonfinite
         self.warmup_ratio = warmup_ratio
         self.skipped_batches = 0
+        self._pending_rng: dict | None = None
         self._eval_chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ training
@@ -59,6 +60,29 @@ class HybridRetrievalModule(L.LightningModule):
         ddp = self.trainer.model
         if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
             ddp.require_backward_grad_sync = False
+
+    # RNG state travels with the checkpoint so a resumed run draws the same dropout masks. It is
+    # applied at the first training batch after loading (creating the DataLoader iterator draws from
+    # the global generator, which an uninterrupted run did before the checkpoint).
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["hybrid_retrieval"] = {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "skipped_batches": self.skipped_batches,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("hybrid_retrieval")
+        if state:
+            self._pending_rng = state
+            self.skipped_batches = int(state.get("skipped_batches", 0))
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self._pending_rng is not None:
+            torch.set_rng_state(self._pending_rng["torch_rng"])
+            if self._pending_rng.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._pending_rng["cuda_rng"])
+            self._pending_rng = None
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()

@@ -1,0 +1,109 @@
+"""Hydra composition (experiments, sweeps, budget rules) and config validation: one clear line per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from hybrid_retrieval.config_check import ConfigError, validate_config
+from hybrid_retrieval.utils import budget_steps, register_resolvers, scaled_lr
+
+REPO = Path(__file__).resolve().parents[1]
+register_resolvers()
+
+
+def make_cfg(overrides: list[str], data_root: Path | None = None):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    if data_root is not None:
+        with open_dict(cfg):
+            cfg.paths.data_dir = str(data_root)
+    return cfg
+
+
+@pytest.fixture
+def data_root(tiny_data):
+    train, evald = tiny_data
+    root = train.parent
+    (root / "mlqa-r").symlink_to(train)
+    (root / "xquad-r").symlink_to(evald)
+    return root
+
+
+def test_experiments_compose_and_validate(data_root):
+    for exp, train, evald in (("xquad_r", "mlqa-r", "xquad-r"), ("mlqa_r", "xquad-r", "mlqa-r")):
+        cfg = make_cfg([f"+experiment={exp}"], data_root)
+        assert cfg.data.train.name == train and cfg.data.eval.name == evald
+        assert cfg.trainer.use_distributed_sampler is False
+        assert cfg.model.optimizer._partial_ is True
+        validate_config(cfg)
+    assert "experiment" not in OmegaConf.to_container(make_cfg([]), resolve=False)
+
+
+@pytest.mark.parametrize(("batch", "steps", "chunk"), [(16, 256, 16), (64, 64, 32), (1024, 4, 32)])
+def test_sweep_budget_pairs(batch, steps, chunk):
+    cfg = make_cfg(["+experiment=xquad_r", "+sweep=batch_size", f"data.batch_size={batch}"])
+    assert cfg.data.sampler.batches_per_epoch == steps  # same number of pairs seen: 4096
+    assert cfg.model.grad_cache.chunk_size == chunk
+    assert cfg.model.optimizer.lr == pytest.approx(3e-5)
+    assert cfg.callbacks.model_checkpoint is None
+
+
+def test_sweep_grid_is_declared():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["+experiment=xquad_r", "+sweep=batch_size"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params["data.batch_size"] == "16,64,256,1024" and params["data.sampler.alpha"] == "0,0.5,1"
+    assert params["seed"] == "0,1"
+
+
+def test_budget_and_lr_rules():
+    assert budget_steps("pairs", 4096, 32, 1000) == 5 and budget_steps("steps", 4096, 32, 1000) == 32
+    assert scaled_lr("sqrt", 1e-5, 128, 32) == pytest.approx(2e-5) and scaled_lr("linear", 1e-5, 128, 32) == pytest.approx(4e-5)
+    with pytest.raises(ValueError, match=r"budget\.mode='epochs'"):
+        budget_steps("epochs", 1, 1, 1)
+
+
+BAD = [  # (override, key named in the message, fragment of what is allowed)
+    ("data.batch_size=0", "data.batch_size", "integer >= 1"),
+    ("data.batch_size=-4", "data.batch_size", "integer >= 1"),
+    ("data.batch_size=abc", "data.batch_size", "integer >= 1"),
+    ("data.sampler.alpha=1.5", "data.sampler.alpha", "[0, 1]"),
+    ("data.sampler.alpha=-0.1", "data.sampler.alpha", "[0, 1]"),
+    ("data.sampler.alpha=true", "data.sampler.alpha", "[0, 1]"),
+    ("data.sampler.cross_mode=pair", "data.sampler.cross_mode", "'batch' or 'example'"),
+    ("data.sampler.batches_per_epoch=0", "data.sampler.batches_per_epoch", ">= 1 or null"),
+    ("data.train.languages=[en,xx]", "data.train.languages", "unknown language 'xx'"),
+    ("data.eval.languages=[zz]", "data.eval.languages", "unknown language 'zz'"),
+    ("data.eval.languages=[]", "data.eval.languages", "non-empty list"),
+    ("data.train.root=/nonexistent/mlqa-r", "data.train.root", "existing path"),
+    ("data.eval.root=/nonexistent/xquad-r", "data.eval.root", "existing path"),
+    ("data.train.format=csv", "data.train.format", "'lareqa' or 'jsonl'"),
+    ("data.hard_negatives=-1", "data.hard_negatives", ">= 0"),
+    ("data.num_workers=-2", "data.num_workers", ">= 0"),
+    ("data.eval_batch_size=0", "data.eval_batch_size", ">= 1"),
+    ("model.grad_cache.chunk_size=64", "model.grad_cache.chunk_size", "<= data.batch_size (32)"),
+    ("model.grad_cache.chunk_size=0", "model.grad_cache.chunk_size", ">= 1 or null"),
+    ("model.encoder.max_length=4", "model.encoder.max_length", ">= 8"),
+    ("model.encoder.pooling=max", "model.encoder.pooling", "'mean' or 'cls'"),
+    ("model.loss.temperature=0", "model.loss.temperature", "positive"),
+    ("model.loss.similarity=l2", "model.loss.similarity", "'cosine' or 'dot'"),
+    ("model.optimizer.lr=-1", "model.optimizer.lr", "positive learning rate"),
+    ("model.nonfinite=ignore", "model.nonfinite", "'raise' or 'skip'"),
+    ("trainer.devices=3", "data.batch_size", "divisible by trainer.devices=3"),
+    ("model.encoder.name=no-such-org/no-such-model", "model.encoder.name", "offline"),
+]
+
+
+@pytest.mark.parametrize(("override", "key", "allowed"), BAD, ids=[b[0] for b in BAD])
+def test_bad_config_one_clear_line(data_root, override, key, allowed, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = make_cfg(["+experiment=xquad_r", override], data_root)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and err.value.key == key and allowed in msg, msg
+    assert msg.startswith(f"config {key}=")
