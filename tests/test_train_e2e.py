@@ -151,3 +151,80 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_data, tiny_model_di
     assert resumed["global_step"] == clean["global_step"] == 8
     for key in ("val/mono/map", "val/cross/map", "val/multi/map", "val/multi/rank_distance", "train/loss", "train/temperature"):
         assert abs(resumed["metrics"][key] - clean["metrics"][key]) <= 1e-6, (key, resumed["metrics"][key], clean["metrics"][key])
+
+
+@pytest.mark.parametrize("mode", ["raise", "skip"])
+def test_nonfinite_loss_raise_or_skip(tiny_data, tiny_model_dir, tmp_path, mode):
+    run_dir = tmp_path / "run"
+    args = [
+        *tiny_overrides(tiny_data, tiny_model_dir, run_dir),
+        "logger=none",
+        "trainer.max_epochs=1",
+        "model.loss._target_=tests.helpers.NaNAtStepLoss",
+        "+model.loss.nan_at_call=2",
+        f"model.nonfinite={mode}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybrid_retrieval.train", *merge(args)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    if mode == "raise":
+        assert proc.returncode != 0
+        assert "NonFiniteLossError: non-finite loss nan at global step 1 (batch 1, query langs" in proc.stderr, proc.stderr[
+            -3000:
+        ]
+        assert (run_dir / "FAILED.json").exists()
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads((run_dir / "final_metrics.json").read_text())
+        assert summary["skipped_batches"] == 1 and "batch skipped (1 so far)" in proc.stdout + proc.stderr
+
+
+def test_csv_logger_works_when_wandb_cannot_be_imported(tiny_data, tiny_model_dir, tmp_path):
+    blocker = tmp_path / "block"
+    (blocker / "wandb").mkdir(parents=True)
+    (blocker / "wandb" / "__init__.py").write_text("raise ImportError('wandb blocked for this test')\n")
+    run_dir = tmp_path / "run"
+    args = [*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=csv", "trainer.max_epochs=1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(blocker)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybrid_retrieval.train", *merge(args)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run_dir / "final_metrics.json").exists() and (run_dir / "csv").exists()
+
+
+def test_multirun_failed_job_is_recorded_and_others_finish(tiny_data, tiny_model_dir, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = [a for a in tiny_overrides(tiny_data, tiny_model_dir, tmp_path / "unused") if not a.startswith("hydra.run")]
+    args = merge(args, ["logger=none", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep_dir}", "data.batch_size=4,4096"])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybrid_retrieval.train", "-m", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (sweep_dir / "0" / "final_metrics.json").exists()
+    failed = json.loads((sweep_dir / "1" / "FAILED.json").read_text())
+    assert "batch_size=4096 exceeds every" in failed["error"]
+    from hybrid_retrieval.report import collect
+
+    df = collect(sweep_dir)
+    assert list(df.status) == ["ok", "failed"]
