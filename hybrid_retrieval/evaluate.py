@@ -63,7 +63,7 @@ def write_matrices(out: Path, result, plot: bool = True) -> None:
 def evaluate(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate  # noqa: PLC0415
 
-    from hybrid_retrieval.data.lareqa import load_lareqa  # noqa: PLC0415
+    from hybrid_retrieval.data.lareqa import load_lareqa, subsample_questions  # noqa: PLC0415
     from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
     from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, evaluate_embeddings  # noqa: PLC0415
 
@@ -81,6 +81,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
     t0 = time.perf_counter()
     ds = load_lareqa(cfg.data.root, cfg.data.get("languages"), name=cfg.dataset)
+    if cfg.data.get("max_questions"):
+        ds = subsample_questions(ds, int(cfg.data.max_questions), seed=0)
     corpus = EvalCorpus.from_dataset(ds, with_context=cfg.data.with_context)
     timings["load_data_s"] = time.perf_counter() - t0
     log.info("%s", ds.summary())

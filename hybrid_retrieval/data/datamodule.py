@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hybrid_retrieval.data.guard import check_zero_shot
-from hybrid_retrieval.data.lareqa import LareqaDataset, load_lareqa
+from hybrid_retrieval.data.lareqa import LareqaDataset, load_lareqa, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
 from hybrid_retrieval.data.sampler import Example, HybridBatchSampler
 from hybrid_retrieval.evaluation.encode import pad_batch
@@ -171,6 +171,9 @@ class HybridDataModule(L.LightningDataModule):
         if self.corpus is None:
             cfg = self.eval_cfg
             self.eval_dataset = load_lareqa(cfg["root"], cfg.get("languages"), name=cfg.get("name"), strict=self.strict)
+            if cfg.get("max_questions"):
+                self.eval_dataset = subsample_questions(self.eval_dataset, int(cfg["max_questions"]), seed=0)
+                log.warning("evaluating on a subset: %s (not comparable with full-benchmark numbers)", self.eval_dataset.summary())
             self.corpus = EvalCorpus.from_dataset(self.eval_dataset, with_context=self.with_context)
             q_ids = self._tokenize(self.corpus.q_texts, "query")
             c_ids = self._tokenize(self.corpus.c_texts, "passage")

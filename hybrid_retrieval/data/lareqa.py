@@ -213,3 +213,44 @@ def load_lareqa(
     for what, count in warnings.items():
         log.warning("%s: %d × %s (see hybrid_retrieval.data.lareqa for the policy)", name, count, what)
     return LareqaDataset(name, splits, warnings)
+
+
+def subsample_questions(dataset: LareqaDataset, max_questions: int, seed: int = 0) -> LareqaDataset:
+    """A smaller benchmark: whole articles until at least ``max_questions`` question ids (a fixed
+    pseudo-random choice), and in every language only the sentences of the paragraphs that hold them.
+
+    For cheap in-training evaluation on small machines. The pool shrinks, so absolute numbers are higher
+    than on the full benchmark and must not be compared with it; every run of one study uses the same subset.
+    """
+    import hashlib  # noqa: PLC0415
+
+    # Whole articles (by the English title, else the first language's), in a fixed pseudo-random order,
+    # until max_questions ids are covered: a small pool that still needs fine-grained distinctions.
+    title_of: dict[str, str] = {}
+    for lang in sorted(dataset.splits, key=lambda x: (x != "en", x)):
+        for q in dataset.splits[lang].questions:
+            title_of.setdefault(q.qid, q.title)
+    by_title: dict[str, list[str]] = {}
+    for qid, title in title_of.items():
+        by_title.setdefault(title, []).append(qid)
+    keep: set[str] = set()
+    for title in sorted(by_title, key=lambda t: hashlib.sha1(f"{seed}:{t}".encode()).hexdigest()):
+        if len(keep) >= max_questions:
+            break
+        keep.update(by_title[title])
+    splits = {}
+    for lang, split in dataset.splits.items():
+        paras = sorted({split.candidates[q.answer].paragraph for q in split.questions if q.qid in keep})
+        if not paras:
+            continue
+        para_map = {p: i for i, p in enumerate(paras)}
+        cand_map: dict[int, int] = {}
+        cands: list[Candidate] = []
+        for i, c in enumerate(split.candidates):
+            if c.paragraph in para_map:
+                cand_map[i] = len(cands)
+                new_p = para_map[c.paragraph]
+                cands.append(Candidate(f"{lang}/{c.cid.split('/', 1)[1]}", lang, c.text, new_p, c.title))
+        questions = [Question(q.qid, lang, q.text, q.title, cand_map[q.answer]) for q in split.questions if q.qid in keep]
+        splits[lang] = LanguageSplit(lang, questions, cands, [split.paragraphs[p] for p in paras])
+    return LareqaDataset(f"{dataset.name}[{len(keep)}q]", splits, dataset.warnings)
