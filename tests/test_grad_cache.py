@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from hybrid_retrieval.models.grad_cache import _chunks, contrastive_backward
+from hybrid_retrieval.models.grad_cache import _chunks, _unsort, contrastive_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
 
 
@@ -22,7 +22,10 @@ def _batch(encoder, n, seed, kind):
 
 def _full_graph_backward(encode, loss_fn, q, p, n, chunk):
     groups = [("query", q), ("passage", p)] + ([("passage", n)] if n is not None else [])
-    embs = [torch.cat([encode(c, kind) for c in _chunks(f, chunk)]) for kind, f in groups]
+    embs = []
+    for kind, f in groups:
+        chunks, order = _chunks(f, chunk)
+        embs.append(_unsort(torch.cat([encode(c, kind) for c in chunks]), order))
     loss = loss_fn(*embs)
     loss.backward()
     return loss.detach()

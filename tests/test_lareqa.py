@@ -161,3 +161,19 @@ def test_fixture_generator_is_consistent(tmp_path):
     root = make_lareqa(tmp_path / "x", languages=("en", "fr"), n_articles=1)
     ds = load_lareqa(root)
     assert set(ds.languages) == {"en", "fr"} and not ds.warnings
+
+
+def test_subsample_keeps_gold_consistent(tiny_data):
+    from hybrid_retrieval.data.lareqa import subsample_questions
+
+    full = load_lareqa(tiny_data[1])
+    sub = subsample_questions(full, 3)
+    assert 3 <= len(sub.by_qid) < len(full.by_qid)
+    for lang, split in sub.splits.items():
+        orig = full.splits[lang]
+        orig_answer = {q.qid: orig.candidates[q.answer].text for q in orig.questions}
+        for q in split.questions:
+            assert split.candidates[q.answer].text == orig_answer[q.qid]  # same gold sentence
+        assert len(split.candidates) < len(orig.candidates)
+        titles = {c.title for c in split.candidates}
+        assert titles == {q.title for q in split.questions}  # whole articles, nothing else

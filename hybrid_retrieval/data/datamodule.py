@@ -173,7 +173,9 @@ class HybridDataModule(L.LightningDataModule):
             self.eval_dataset = load_lareqa(cfg["root"], cfg.get("languages"), name=cfg.get("name"), strict=self.strict)
             if cfg.get("max_questions"):
                 self.eval_dataset = subsample_questions(self.eval_dataset, int(cfg["max_questions"]), seed=0)
-                log.warning("evaluating on a subset: %s (not comparable with full-benchmark numbers)", self.eval_dataset.summary())
+                log.warning(
+                    "evaluating on a subset: %s (not comparable with full-benchmark numbers)", self.eval_dataset.summary()
+                )
             self.corpus = EvalCorpus.from_dataset(self.eval_dataset, with_context=self.with_context)
             q_ids = self._tokenize(self.corpus.q_texts, "query")
             c_ids = self._tokenize(self.corpus.c_texts, "passage")

@@ -21,17 +21,31 @@ Features = dict[str, torch.Tensor]
 EncodeFn = Callable[[Features, str], torch.Tensor]
 
 
-def _chunks(features: Features, size: int) -> list[Features]:
-    n = features["input_ids"].shape[0]
+def _chunks(features: Features, size: int) -> tuple[list[Features], torch.Tensor]:
+    """Chunks of ``size`` texts in length order (shortest first), each padded only to its own longest text.
+
+    Returns the chunks and ``order`` (chunk row i of the concatenation is input row ``order[i]``).
+    Sorting by length keeps padding, and so wasted FLOPs, small; the loss is unaffected.
+    """
+    mask = features["attention_mask"]
+    order = torch.argsort(mask.sum(1), stable=True)  # (n,)
     out = []
-    for lo in range(0, n, size):
-        chunk = {k: v[lo : lo + size] for k, v in features.items()}
-        # Trim padding to the chunk's own longest text (dynamic padding per chunk).
-        mask = chunk["attention_mask"]
-        width = int(mask.sum(1).max().item()) if mask.numel() else 0
-        if 0 < width < mask.shape[1] and bool((mask[:, width:] == 0).all()):
+    for lo in range(0, order.numel(), size):
+        idx = order[lo : lo + size]
+        chunk = {k: v[idx] for k, v in features.items()}
+        cmask = chunk["attention_mask"]
+        width = int(cmask.sum(1).max().item()) if idx.numel() else 0
+        # Trim only right padding (a mask with holes, e.g. left padding, is kept as it is).
+        if 0 < width < cmask.shape[1] and bool((cmask[:, width:] == 0).all()):
             chunk = {k: v[:, :width] for k, v in chunk.items()}
         out.append(chunk)
+    return out, order
+
+
+def _unsort(rows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Put rows computed in ``order`` back into input order."""
+    out = torch.empty_like(rows)
+    out[order] = rows
     return out
 
 
@@ -71,18 +85,18 @@ def contrastive_backward(
     if chunk_size < 1:
         raise ValueError(f"grad_cache.chunk_size={chunk_size}: expected a positive integer (or null)")
 
-    # Pass 1: embeddings without a graph.
-    plans: list[tuple[str, list[Features], list[_RngState]]] = []
+    # Pass 1: embeddings without a graph (chunks in length order).
+    plans: list[tuple[str, list[Features], list[_RngState], torch.Tensor]] = []
     reps: list[torch.Tensor] = []
     for kind, feats in groups:
-        chunks = _chunks(feats, chunk_size)
+        chunks, order = _chunks(feats, chunk_size)
         states, outs = [], []
         with torch.no_grad():
             for chunk in chunks:
                 states.append(_RngState(chunk["input_ids"].device))
                 outs.append(encode(chunk, kind))
-        plans.append((kind, chunks, states))
-        reps.append(torch.cat(outs).detach().requires_grad_(True))  # (n, dim) leaf
+        plans.append((kind, chunks, states, order))
+        reps.append(_unsort(torch.cat(outs), order).detach().requires_grad_(True))  # (n, dim) leaf, input order
 
     # Pass 2: loss on the full matrix, gradients w.r.t. the embeddings (and loss parameters).
     loss = loss_fn(*reps) if len(reps) == 3 else loss_fn(reps[0], reps[1])
@@ -90,13 +104,13 @@ def contrastive_backward(
 
     # Pass 3: re-encode with the graph, same RNG, chain the cached gradients into the parameters.
     rng_after = _RngState(query["input_ids"].device)
-    for (kind, chunks, states), rep in zip(plans, reps, strict=True):
+    for (kind, chunks, states, order), rep in zip(plans, reps, strict=True):
+        grad_sorted = rep.grad[order]  # (n, dim) in chunk order
         lo = 0
         for chunk, state in zip(chunks, states, strict=True):
             state.restore()
             emb = encode(chunk, kind)  # (chunk, dim)
-            grad = rep.grad[lo : lo + emb.shape[0]]
+            torch.autograd.backward(emb, grad_tensors=grad_sorted[lo : lo + emb.shape[0]])
             lo += emb.shape[0]
-            torch.autograd.backward(emb, grad_tensors=grad)
     rng_after.restore()
     return loss.detach()
