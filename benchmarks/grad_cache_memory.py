@@ -40,7 +40,8 @@ def worker(args) -> None:
     loss_fn = InfoNCELoss()
     opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=1e-5)
     items = items_from_lareqa(load_lareqa(args.data))
-    sampler = HybridBatchSampler([it.languages for it in items], args.batch, alpha=0.5, cross_mode="example", seed=0)
+    batch_size = args.batch[0]
+    sampler = HybridBatchSampler([it.languages for it in items], batch_size, alpha=0.5, cross_mode="example", seed=0)
     batch = next(iter(sampler))
     q = [items[e.item].views[e.query_lang].query for e in batch]
     p = [items[e.item].views[e.passage_lang].positive for e in batch]
@@ -64,11 +65,11 @@ def worker(args) -> None:
     print(
         json.dumps(
             {
-                "batch": args.batch,
+                "batch": batch_size,
                 "chunk": args.chunk,
                 "loss": float(loss),
                 "seconds": dt,
-                "pairs_per_s": args.batch / dt,
+                "pairs_per_s": batch_size / dt,
                 "peak_rss_mb": peak,
                 "rss_before_step_mb": rss_before,
             }

@@ -1,0 +1,231 @@
+"""Training throughput: this project vs sentence-transformers, same model, data, batches and threads.
+
+Settings (both sides fine-tune the converted offline encoder, token embeddings frozen on both):
+
+* B=32, no gradient caching: our step vs ``MultipleNegativesRankingLoss`` (scale 20 = temperature 0.05);
+* B=512 with gradient caching, chunks of 32: ours vs ``CachedMultipleNegativesRankingLoss(mini_batch_size=32)``.
+
+Each side does what its training loop does per step: sentence-transformers tokenizes the batch (its
+data collator), we pad pre-tokenized ids (our collator). Steps alternate ours / theirs on the same
+batches; pairs/s is the median over the timed steps. The loss check runs both on the first batch with
+dropout off from identical weights. Peak RSS is measured in a separate process per side and setting.
+The model's share: encoder forward+backward FLOPs per step / step time vs a fp32 ``torch.matmul`` peak.
+
+    pip install -e ".[bench]" && python benchmarks/train_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = {"b32": (32, None), "b512": (512, 32)}
+
+
+def load_batches(data: str, batch: int, n: int) -> list[tuple[list[str], list[str]]]:
+    from hybrid_retrieval.data.lareqa import load_lareqa
+    from hybrid_retrieval.data.pairs import items_from_lareqa
+    from hybrid_retrieval.data.sampler import HybridBatchSampler
+
+    items = items_from_lareqa(load_lareqa(data))
+    s = HybridBatchSampler([it.languages for it in items], batch, alpha=0.5, cross_mode="example", seed=0,
+                           batches_per_epoch=n)
+    return [([items[e.item].views[e.query_lang].query for e in b], [items[e.item].views[e.passage_lang].positive for e in b])
+            for b in s]
+
+
+class Ours:
+    def __init__(self, encoder, chunk):
+        from hybrid_retrieval.models.loss import InfoNCELoss
+
+        self.enc, self.chunk, self.loss = encoder, chunk, InfoNCELoss(temperature=0.05)
+        self.opt = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=1e-5)
+
+    def pretokenize(self, batches):
+        """What our DataModule does once at setup."""
+        tok = self.enc.tokenizer
+        cache = {}
+        for qs, ps in batches:
+            for kind, texts in (("query", qs), ("passage", ps)):
+                prefix = self.enc.query_prefix if kind == "query" else self.enc.passage_prefix
+                for t, ids in zip(texts, tok([prefix + x for x in texts], truncation=True, max_length=self.enc.max_length)["input_ids"], strict=True):
+                    cache[(kind, t)] = ids
+        self.cache = cache
+
+    def step(self, qs, ps) -> float:
+        from hybrid_retrieval.evaluation.encode import pad_batch
+        from hybrid_retrieval.models.grad_cache import contrastive_backward
+
+        pad = self.enc.tokenizer.pad_token_id
+        q = pad_batch([self.cache[("query", t)] for t in qs], pad)
+        p = pad_batch([self.cache[("passage", t)] for t in ps], pad)
+        self.opt.zero_grad(set_to_none=True)
+        loss = contrastive_backward(self.enc.encode, self.loss, q, p, None, chunk_size=self.chunk)
+        self.opt.step()
+        return float(loss)
+
+
+class Theirs:
+    def __init__(self, model_dir: str, max_length: int, chunk, state_from=None):
+        from sentence_transformers import SentenceTransformer, losses
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+
+        tr = Transformer(model_dir, max_seq_length=max_length)
+        self.model = SentenceTransformer(modules=[tr, Pooling(tr.get_word_embedding_dimension(), "mean"), Normalize()], device="cpu")
+        if state_from is not None:  # identical starting weights
+            tr.auto_model.load_state_dict(state_from.state_dict(), strict=False)
+        tr.auto_model.get_input_embeddings().weight.requires_grad_(False)
+        self.model.train()
+        if chunk:
+            self.loss = losses.CachedMultipleNegativesRankingLoss(self.model, scale=20.0, mini_batch_size=chunk)
+        else:
+            self.loss = losses.MultipleNegativesRankingLoss(self.model, scale=20.0)
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step(self, qs, ps) -> float:
+        feats = [self.model.tokenize(["query: " + t for t in qs]), self.model.tokenize(["passage: " + t for t in ps])]
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(feats, None)
+        loss.backward()
+        self.opt.step()
+        return float(loss)
+
+
+def encoder_flops(enc, batches) -> float:
+    """Forward+backward FLOPs of the transformer layers for one batch: 6·P·tokens + attention (12·L·h·s² per text)."""
+    cfg = enc.query_model.config
+    layer_params = sum(p.numel() for n, p in enc.query_model.named_parameters() if n.startswith("encoder."))
+    tok = enc.tokenizer
+    total = 0.0
+    for qs, ps in batches:
+        for prefix, texts in (("query: ", qs), ("passage: ", ps)):
+            lens = [len(x) for x in tok([prefix + t for t in texts], truncation=True, max_length=enc.max_length)["input_ids"]]
+            total += 6 * layer_params * sum(lens) + 3 * sum(4 * cfg.num_hidden_layers * cfg.hidden_size * n * n for n in lens)
+    return total / len(batches)
+
+
+def matmul_peak(threads: int) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(2):
+        a @ b
+    t = time.perf_counter()
+    reps = 10
+    for _ in range(reps):
+        a @ b
+    return 2 * 2048**3 * reps / (time.perf_counter() - t)
+
+
+def memory_worker(side: str, setting: str, args) -> None:
+    from hybrid_retrieval.models.encoder import DualEncoder, resolve_model_path
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    batch, chunk = SETTINGS[setting]
+    batches = load_batches(args.data, batch, 1)
+    if side == "ours":
+        runner = Ours(DualEncoder(max_length=args.max_length, freeze_embeddings=True), chunk)
+        runner.pretokenize(batches)
+    else:
+        runner = Theirs(resolve_model_path("offline/multilingual-e5-small-q4"), args.max_length, chunk)
+    runner.step(*batches[0])
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per side (b512 uses half)")
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mlqa-r"))
+    ap.add_argument("--memory-worker", nargs=2, metavar=("SIDE", "SETTING"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_worker:
+        memory_worker(*args.memory_worker, args)
+        return
+    from hybrid_retrieval.models.encoder import DualEncoder, resolve_model_path
+
+    torch.set_num_threads(args.threads)
+    peak = matmul_peak(args.threads)
+    print(f"threads={args.threads} max_length={args.max_length}; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    model_dir = resolve_model_path("offline/multilingual-e5-small-q4")
+    rows = []
+    for setting in args.settings:
+        batch, chunk = SETTINGS[setting]
+        steps = args.steps if chunk is None else max(2, args.steps // 2)
+        batches = load_batches(args.data, batch, steps + 1)
+        torch.manual_seed(0)
+        enc = DualEncoder(max_length=args.max_length, freeze_embeddings=True)
+        ours = Ours(enc, chunk)
+        t0 = time.perf_counter()
+        ours.pretokenize(batches)
+        pretok_s = time.perf_counter() - t0
+        theirs = Theirs(model_dir, args.max_length, chunk, state_from=copy.deepcopy(enc.query_model))
+        # Loss check: dropout off, identical weights, the first batch.
+        enc.eval()
+        theirs.model.eval()
+        with torch.no_grad():
+            from hybrid_retrieval.evaluation.encode import pad_batch
+
+            pad = enc.tokenizer.pad_token_id
+            q = pad_batch([ours.cache[("query", t)] for t in batches[0][0]], pad)
+            p = pad_batch([ours.cache[("passage", t)] for t in batches[0][1]], pad)
+            l_ours = float(ours.loss(enc.encode(q, "query"), enc.encode(p, "passage")))
+            feats = [theirs.model.tokenize(["query: " + t for t in batches[0][0]]),
+                     theirs.model.tokenize(["passage: " + t for t in batches[0][1]])]
+            l_theirs = float(losses_mnrl_value(theirs, feats))
+        enc.train()
+        theirs.model.train()
+        # Warm-up step each, then alternate.
+        ours.step(*batches[0])
+        theirs.step(*batches[0])
+        t_ours, t_theirs = [], []
+        for qs, ps in batches[1:]:
+            t = time.perf_counter()
+            ours.step(qs, ps)
+            t_ours.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            theirs.step(qs, ps)
+            t_theirs.append(time.perf_counter() - t)
+        flops = encoder_flops(enc, batches[1:])
+        passes = 1.0 if chunk is None else 4.0 / 3.0  # grad cache adds one no-grad forward (≈1/3 of fwd+bwd)
+        mem = {}
+        for side in ("ours", "theirs"):
+            out = subprocess.run([sys.executable, __file__, "--memory-worker", side, setting, "--threads", str(args.threads),
+                                  "--max-length", str(args.max_length), "--data", args.data], capture_output=True, text=True)
+            mem[side] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"] if out.returncode == 0 else float("nan")
+        mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
+        rows.append((setting, batch, chunk, batch / mo, batch / mt, mt / mo, l_ours, l_theirs, mem["ours"], mem["theirs"],
+                     flops * passes / mo / peak, pretok_s))
+    print(f"\n{'setting':<8} {'ours pairs/s':>12} {'ST pairs/s':>11} {'ratio':>6} {'loss ours':>10} {'loss ST':>9} "
+          f"{'RSS ours MB':>11} {'RSS ST MB':>10} {'ours MFU':>8}")
+    for s, b, c, po, pt, r, lo, lt, mo_, mt_, mfu, _pre in rows:
+        name = f"B={b}" + (f",c{c}" if c else "")
+        print(f"{name:<8} {po:>12.1f} {pt:>11.1f} {r:>6.2f} {lo:>10.5f} {lt:>9.5f} {mo_:>11.0f} {mt_:>10.0f} {mfu:>8.1%}")
+    print("ratio = our pairs/s / sentence-transformers pairs/s (median step times, alternating, same batches).")
+    print("MFU = encoder fwd+bwd FLOPs (grad cache: ×4/3 for the extra no-grad forward) per step time / fp32 matmul peak.")
+
+
+def losses_mnrl_value(theirs, feats) -> torch.Tensor:
+    """The MNRL value without a backward (CMNRL's forward registers one), from the same embeddings."""
+    from sentence_transformers import util
+
+    emb = [theirs.model(f)["sentence_embedding"] for f in feats]
+    scores = util.cos_sim(emb[0], emb[1]) * 20.0
+    return torch.nn.functional.cross_entropy(scores, torch.arange(len(scores)))
+
+
+if __name__ == "__main__":
+    main()
