@@ -39,10 +39,11 @@ def load_batches(data: str, batch: int, n: int) -> list[tuple[list[str], list[st
     from hybrid_retrieval.data.sampler import HybridBatchSampler
 
     items = items_from_lareqa(load_lareqa(data))
-    s = HybridBatchSampler([it.languages for it in items], batch, alpha=0.5, cross_mode="example", seed=0,
-                           batches_per_epoch=n)
-    return [([items[e.item].views[e.query_lang].query for e in b], [items[e.item].views[e.passage_lang].positive for e in b])
-            for b in s]
+    s = HybridBatchSampler([it.languages for it in items], batch, alpha=0.5, cross_mode="example", seed=0, batches_per_epoch=n)
+    return [
+        ([items[e.item].views[e.query_lang].query for e in b], [items[e.item].views[e.passage_lang].positive for e in b])
+        for b in s
+    ]
 
 
 class Ours:
@@ -59,7 +60,11 @@ class Ours:
         for qs, ps in batches:
             for kind, texts in (("query", qs), ("passage", ps)):
                 prefix = self.enc.query_prefix if kind == "query" else self.enc.passage_prefix
-                for t, ids in zip(texts, tok([prefix + x for x in texts], truncation=True, max_length=self.enc.max_length)["input_ids"], strict=True):
+                for t, ids in zip(
+                    texts,
+                    tok([prefix + x for x in texts], truncation=True, max_length=self.enc.max_length)["input_ids"],
+                    strict=True,
+                ):
                     cache[(kind, t)] = ids
         self.cache = cache
 
@@ -82,7 +87,9 @@ class Theirs:
         from sentence_transformers.models import Normalize, Pooling, Transformer
 
         tr = Transformer(model_dir, max_seq_length=max_length)
-        self.model = SentenceTransformer(modules=[tr, Pooling(tr.get_word_embedding_dimension(), "mean"), Normalize()], device="cpu")
+        self.model = SentenceTransformer(
+            modules=[tr, Pooling(tr.get_word_embedding_dimension(), "mean"), Normalize()], device="cpu"
+        )
         if state_from is not None:  # identical starting weights
             tr.auto_model.load_state_dict(state_from.state_dict(), strict=False)
         tr.auto_model.get_input_embeddings().weight.requires_grad_(False)
@@ -100,6 +107,31 @@ class Theirs:
         loss.backward()
         self.opt.step()
         return float(loss)
+
+
+def profile_phases(ours: Ours, batches, reps: int = 3) -> dict[str, float]:
+    """Where our no-cache step spends its time: collate, forward, loss, backward, optimizer (median seconds)."""
+    from hybrid_retrieval.evaluation.encode import pad_batch
+
+    enc, pad = ours.enc, ours.enc.tokenizer.pad_token_id
+    phases: dict[str, list[float]] = {k: [] for k in ("collate", "forward", "loss", "backward", "optimizer")}
+    for qs, ps in batches[:reps]:
+        t = time.perf_counter()
+        q = pad_batch([ours.cache[("query", x)] for x in qs], pad)
+        p = pad_batch([ours.cache[("passage", x)] for x in ps], pad)
+        t1 = time.perf_counter()
+        eq, ep = enc.encode(q, "query"), enc.encode(p, "passage")
+        t2 = time.perf_counter()
+        loss = ours.loss(eq, ep)
+        t3 = time.perf_counter()
+        loss.backward()
+        t4 = time.perf_counter()
+        ours.opt.step()
+        ours.opt.zero_grad(set_to_none=True)
+        t5 = time.perf_counter()
+        for k, dt in zip(phases, (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            phases[k].append(dt)
+    return {k: statistics.median(v) for k, v in phases.items()}
 
 
 def encoder_flops(enc, batches) -> float:
@@ -183,8 +215,10 @@ def main() -> None:
             q = pad_batch([ours.cache[("query", t)] for t in batches[0][0]], pad)
             p = pad_batch([ours.cache[("passage", t)] for t in batches[0][1]], pad)
             l_ours = float(ours.loss(enc.encode(q, "query"), enc.encode(p, "passage")))
-            feats = [theirs.model.tokenize(["query: " + t for t in batches[0][0]]),
-                     theirs.model.tokenize(["passage: " + t for t in batches[0][1]])]
+            feats = [
+                theirs.model.tokenize(["query: " + t for t in batches[0][0]]),
+                theirs.model.tokenize(["passage: " + t for t in batches[0][1]]),
+            ]
             l_theirs = float(losses_mnrl_value(theirs, feats))
         enc.train()
         theirs.model.train()
@@ -200,18 +234,56 @@ def main() -> None:
             theirs.step(qs, ps)
             t_theirs.append(time.perf_counter() - t)
         flops = encoder_flops(enc, batches[1:])
+        if chunk is None:
+            prof = profile_phases(ours, batches[1:])
+            total = sum(prof.values())
+            print(
+                f"profile of our B={batch} step (median s): "
+                + ", ".join(f"{k} {v:.3f} ({v / total:.0%})" for k, v in prof.items())
+            )
         passes = 1.0 if chunk is None else 4.0 / 3.0  # grad cache adds one no-grad forward (≈1/3 of fwd+bwd)
         mem = {}
         for side in ("ours", "theirs"):
-            out = subprocess.run([sys.executable, __file__, "--memory-worker", side, setting, "--threads", str(args.threads),
-                                  "--max-length", str(args.max_length), "--data", args.data], capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--memory-worker",
+                    side,
+                    setting,
+                    "--threads",
+                    str(args.threads),
+                    "--max-length",
+                    str(args.max_length),
+                    "--data",
+                    args.data,
+                ],
+                capture_output=True,
+                text=True,
+            )
             mem[side] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"] if out.returncode == 0 else float("nan")
         mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
-        rows.append((setting, batch, chunk, batch / mo, batch / mt, mt / mo, l_ours, l_theirs, mem["ours"], mem["theirs"],
-                     flops * passes / mo / peak, pretok_s))
-    print(f"\n{'setting':<8} {'ours pairs/s':>12} {'ST pairs/s':>11} {'ratio':>6} {'loss ours':>10} {'loss ST':>9} "
-          f"{'RSS ours MB':>11} {'RSS ST MB':>10} {'ours MFU':>8}")
-    for s, b, c, po, pt, r, lo, lt, mo_, mt_, mfu, _pre in rows:
+        rows.append(
+            (
+                setting,
+                batch,
+                chunk,
+                batch / mo,
+                batch / mt,
+                mt / mo,
+                l_ours,
+                l_theirs,
+                mem["ours"],
+                mem["theirs"],
+                flops * passes / mo / peak,
+                pretok_s,
+            )
+        )
+    print(
+        f"\n{'setting':<8} {'ours pairs/s':>12} {'ST pairs/s':>11} {'ratio':>6} {'loss ours':>10} {'loss ST':>9} "
+        f"{'RSS ours MB':>11} {'RSS ST MB':>10} {'ours MFU':>8}"
+    )
+    for _setting, b, c, po, pt, r, lo, lt, mo_, mt_, mfu, _pre in rows:
         name = f"B={b}" + (f",c{c}" if c else "")
         print(f"{name:<8} {po:>12.1f} {pt:>11.1f} {r:>6.2f} {lo:>10.5f} {lt:>9.5f} {mo_:>11.0f} {mt_:>10.0f} {mfu:>8.1%}")
     print("ratio = our pairs/s / sentence-transformers pairs/s (median step times, alternating, same batches).")

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 
 from hybrid_retrieval.evaluation.lareqa_eval import EvalResult, evaluate_embeddings
@@ -112,15 +111,3 @@ class LareqaEvaluator(L.Callback):
 
             plt.close(fig)
         run.log(payload, step=trainer.global_step)
-
-
-def summarise(result: EvalResult) -> str:
-    m = result.macro()
-    return (
-        f"mono mAP {m['mono/map']:.4f}  cross mAP {m['cross/map']:.4f}  multi mAP {m['multi/map']:.4f}  "
-        f"R@1 multi {m['multi/r@1']:.4f}  rank distance {m['multi/rank_distance']:.2f}"
-    )
-
-
-def nan_to_none(x):
-    return None if isinstance(x, float) and np.isnan(x) else x

@@ -79,3 +79,22 @@ def test_dropout_really_differs_without_rng_restore(tiny_encoder_factory):
     with torch.no_grad():
         a, b = enc.encode(q, "query"), enc.encode(q, "query")
     assert not torch.allclose(a, b)
+
+
+def test_separate_towers_and_pooling(tiny_encoder_factory):
+    enc = tiny_encoder_factory(shared=False, pooling="cls")
+    assert enc.query_model is not enc.passage_model
+    q = _batch(enc, 4, 1, "query")
+    p = _batch(enc, 4, 2, "passage")
+    loss = InfoNCELoss()(enc.encode(q, "query"), enc.encode(p, "passage"))
+    loss.backward()
+    for tower in (enc.query_model, enc.passage_model):
+        assert any(x.grad is not None and x.grad.abs().sum() > 0 for x in tower.parameters())
+    shared = tiny_encoder_factory()
+    assert shared.query_model is shared.passage_model
+    with torch.no_grad():
+        hidden = torch.randn(2, 3, 4)
+        mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+        shared.pooling, shared.normalize = "mean", False
+        torch.testing.assert_close(shared.pool(hidden, mask)[1], hidden[1, 0])
+        torch.testing.assert_close(shared.pool(hidden, mask)[0], hidden[0, :2].mean(0))

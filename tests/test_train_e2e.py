@@ -22,20 +22,17 @@ def merge(*groups: list[str]) -> list[str]:
     return list(out.values())
 
 
-def run_cli(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    args = merge(args)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    env.pop("WANDB_API_KEY", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "hybrid_retrieval.train", *args],
-        cwd=tmp_path,  # outputs must not depend on the working directory
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    if proc.returncode != 0:
+def run_cli(
+    args: list[str], tmp_path: Path, timeout: int = 600, env: dict | None = None, check: bool = True, multirun: bool = False
+) -> subprocess.CompletedProcess:
+    """Run ``python -m hybrid_retrieval.train`` from ``tmp_path`` (outputs must not depend on the cwd)."""
+    if env is None:
+        env = {**os.environ, "WANDB_MODE": "offline"}
+        env.pop("WANDB_API_KEY", None)
+    env = {**env, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "hybrid_retrieval.train", *(["-m"] if multirun else []), *merge(args)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-4000:]}\nSTDERR\n{proc.stderr[-6000:]}")
     return proc
 
@@ -79,18 +76,8 @@ def test_train_cli_wandb_offline_no_prompt(tiny_data, tiny_model_dir, tmp_path, 
     env_home.mkdir()
     monkeypatch.setenv("HOME", str(env_home))  # no ~/.netrc, no W&B credentials
     args = [*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "trainer.max_epochs=1"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update({"HF_HUB_OFFLINE": "1", "HYBRID_RETRIEVAL_CACHE": str(tmp_path / "cache")})
-    proc = subprocess.run(
-        [sys.executable, "-m", "hybrid_retrieval.train", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # no WANDB_MODE, no key
+    run_cli(args, tmp_path, env={**env, "HYBRID_RETRIEVAL_CACHE": str(tmp_path / "cache")})
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert runs, "expected an offline W&B run directory"
 
@@ -128,16 +115,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_data, tiny_model_di
         "+callbacks.kill._target_=tests.helpers.KillAtStep",
         "+callbacks.kill.step=7",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "hybrid_retrieval.train", *merge(env_args)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run_cli(env_args, tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL: no clean shutdown
     assert not (killed_dir / "final_metrics.json").exists()
     assert not list((killed_dir / "checkpoints").glob("*.tmp-*"))  # no half-written checkpoint left behind
@@ -164,16 +142,7 @@ def test_nonfinite_loss_raise_or_skip(tiny_data, tiny_model_dir, tmp_path, mode)
         "+model.loss.nan_at_call=2",
         f"model.nonfinite={mode}",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "hybrid_retrieval.train", *merge(args)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run_cli(args, tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     if mode == "raise":
         assert proc.returncode != 0
         assert "NonFiniteLossError: non-finite loss nan at global step 1 (batch 1, query langs" in proc.stderr, proc.stderr[
@@ -192,17 +161,7 @@ def test_csv_logger_works_when_wandb_cannot_be_imported(tiny_data, tiny_model_di
     (blocker / "wandb" / "__init__.py").write_text("raise ImportError('wandb blocked for this test')\n")
     run_dir = tmp_path / "run"
     args = [*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=csv", "trainer.max_epochs=1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(blocker)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "hybrid_retrieval.train", *merge(args)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli(args, tmp_path, env={**os.environ, "PYTHONPATH": str(blocker)})
     assert (run_dir / "final_metrics.json").exists() and (run_dir / "csv").exists()
 
 
@@ -210,17 +169,7 @@ def test_multirun_failed_job_is_recorded_and_others_finish(tiny_data, tiny_model
     sweep_dir = tmp_path / "sweep"
     args = [a for a in tiny_overrides(tiny_data, tiny_model_dir, tmp_path / "unused") if not a.startswith("hydra.run")]
     args = merge(args, ["logger=none", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep_dir}", "data.batch_size=4,4096"])
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "hybrid_retrieval.train", "-m", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli(args, tmp_path, multirun=True)
     assert (sweep_dir / "0" / "final_metrics.json").exists()
     failed = json.loads((sweep_dir / "1" / "FAILED.json").read_text())
     assert "batch_size=4096 exceeds every" in failed["error"]
@@ -228,3 +177,43 @@ def test_multirun_failed_job_is_recorded_and_others_finish(tiny_data, tiny_model
 
     df = collect(sweep_dir)
     assert list(df.status) == ["ok", "failed"]
+
+
+def test_evaluate_cli_reproduces_training_metrics_from_checkpoint(tiny_data, tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli([*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=none"], tmp_path)
+    trained = json.loads((run_dir / "final_metrics.json").read_text())["metrics"]
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    out = tmp_path / "eval"
+    cmd = [
+        sys.executable,
+        "-m",
+        "hybrid_retrieval.evaluate",
+        f"data.root={tiny_data[1]}",
+        "dataset=eval-r",
+        f"encoder.name={tiny_model_dir}",
+        "encoder.max_length=32",
+        f"ckpt_path={ckpt}",
+        f"hydra.run.dir={out}",
+        "run_topk=5",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("mono/map", "cross/map", "multi/map", "multi/rank_distance", "en-fr/map"):
+        assert summary["per_setting"][key] == pytest.approx(trained[f"val/{key}"], abs=1e-4), key
+    assert (out / "matrices" / "map.csv").exists() and (out / "matrices" / "map.png").exists()
+    runs = out / "runs"
+    assert (runs / "en-de.run").exists() and (runs / "fr-all.run").exists() and (runs / "qrels.all.txt").exists()
+    first = (runs / "en-de.run").read_text().splitlines()[0].split()
+    assert first[1] == "Q0" and first[2].startswith("de/") and first[3] == "1"
+    # An untrained encoder gives different numbers: the checkpoint really was loaded.
+    cmd_untrained = [c for c in cmd if not c.startswith("ckpt_path=")]
+    cmd_untrained[-2] = f"hydra.run.dir={tmp_path / 'eval0'}"
+    subprocess.run(
+        cmd_untrained, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True, capture_output=True, timeout=600
+    )
+    base = json.loads((tmp_path / "eval0" / "summary.json").read_text())["per_setting"]
+    assert base["multi/map"] != pytest.approx(summary["per_setting"]["multi/map"], abs=1e-4)

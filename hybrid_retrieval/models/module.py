@@ -10,7 +10,6 @@ differentiable all-gather in the loss this is the exact global-batch gradient
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 
 import lightning as L
@@ -55,12 +54,6 @@ class HybridRetrievalModule(L.LightningModule):
         self._eval_chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ training
-    def on_train_start(self) -> None:
-        # Keep DDP's reducer out of our backward passes; gradients are averaged by average_gradients.
-        ddp = self.trainer.model
-        if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
-            ddp.require_backward_grad_sync = False
-
     # RNG state travels with the checkpoint so a resumed run draws the same dropout masks. It is
     # applied at the first training batch after loading (creating the DataLoader iterator draws from
     # the global generator, which an uninterrupted run did before the checkpoint).
@@ -87,6 +80,7 @@ class HybridRetrievalModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
+        # Keep DDP's reducer out of our (several) backward passes; average_gradients syncs once below.
         ddp = self.trainer.model if self._trainer is not None else None
         if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
             ddp.require_backward_grad_sync = False
@@ -157,8 +151,3 @@ def linear_warmup_decay(optimizer, num_warmup_steps: int, num_training_steps: in
         return max(0.0, (num_training_steps - step) / max(1, num_training_steps - num_warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def sqrt_scaled_lr(base_lr: float, batch_size: int, base_batch_size: int = 32) -> float:
-    """LR rule for batch-size sweeps: ``base_lr * sqrt(batch / base_batch)``."""
-    return base_lr * math.sqrt(batch_size / base_batch_size)
