@@ -50,6 +50,7 @@ def tiny_overrides(tiny_data, tiny_model_dir, run_dir):
         "trainer.max_epochs=2",
         f"hydra.run.dir={run_dir}",
         "seed=0",
+        "callbacks.resume_checkpoint.every_n_train_steps=2",
     ]
 
 

@@ -200,10 +200,8 @@ class HybridDataModule(L.LightningDataModule):
                     row[lg] = TokenizedView(q, p, self._tokenize(list(item.views[lg].negatives), "passage"))
                 self.tokenized.append(row)
 
-    def train_dataloader(self) -> DataLoader:
-        rank = self.trainer.global_rank if self.trainer else 0
-        world = self.trainer.world_size if self.trainer else 1
-        self.train_sampler = HybridBatchSampler(
+    def _make_sampler(self, rank: int, world: int) -> HybridBatchSampler:
+        return HybridBatchSampler(
             [item.languages for item in self.items],
             batch_size=self.batch_size,
             seed=self.seed,
@@ -211,12 +209,24 @@ class HybridDataModule(L.LightningDataModule):
             world_size=world,
             **self.sampler_cfg,
         )
+
+    def train_batches_per_epoch(self, world_size: int = 1) -> int:
+        """Steps per epoch, without building a DataLoader (the LR schedule needs it before a resume)."""
+        return len(self._make_sampler(0, world_size))
+
+    def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        if trainer is not None and trainer.fit_loop.epoch_loop.restarting:
-            # Resuming from a mid-epoch checkpoint: continue the epoch where it stopped.
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            self.train_sampler.resume(trainer.current_epoch, done)
-            log.info("resuming epoch %d after %d batches", trainer.current_epoch, done)
+        rank = trainer.global_rank if trainer else 0
+        world = trainer.world_size if trainer else 1
+        self.train_sampler = self._make_sampler(rank, world)
+        if trainer is not None:
+            # Built after a checkpoint restore: start at the restored epoch, and mid-epoch skip the
+            # batches the interrupted run already trained on (exact: batches depend on (seed, epoch) only).
+            self.train_sampler.set_epoch(trainer.current_epoch)
+            if trainer.fit_loop.epoch_loop.restarting:
+                done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+                self.train_sampler.resume(trainer.current_epoch, done)
+                log.info("resuming epoch %d after %d batches", trainer.current_epoch, done)
         pad = self.encoder.tokenizer.pad_token_id or 0
         return DataLoader(
             PairDataset(self.tokenized),

@@ -70,6 +70,14 @@ class HybridRetrievalModule(L.LightningModule):
             self._pending_rng = state
             self.skipped_batches = int(state.get("skipped_batches", 0))
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning calls set_epoch on `dataloader.sampler` / `batch_sampler.sampler` only, never on a
+        # batch sampler itself: advance the hybrid sampler here, before the epoch's iterator is created.
+        dm = self.trainer.datamodule
+        sampler = getattr(dm, "train_sampler", None) if dm is not None else None
+        if sampler is not None:
+            sampler.set_epoch(self.current_epoch)
+
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self._pending_rng is not None:
             torch.set_rng_state(self._pending_rng["torch_rng"])
@@ -120,10 +128,23 @@ class HybridRetrievalModule(L.LightningModule):
         opt = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return opt
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, self._total_steps())
         warmup = int(self.warmup_ratio * total)
         sch = self.scheduler_factory(optimizer=opt, num_warmup_steps=warmup, num_training_steps=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole fit, WITHOUT building the train DataLoader.
+
+        ``trainer.estimated_stepping_batches`` would create (and start) the train iterator before Lightning
+        restores a checkpoint, so a resumed run could not position the sampler mid-epoch.
+        """
+        trainer = self.trainer
+        per_epoch = trainer.datamodule.train_batches_per_epoch(trainer.world_size)
+        if trainer.limit_train_batches is not None and isinstance(trainer.limit_train_batches, int):
+            per_epoch = min(per_epoch, trainer.limit_train_batches)
+        total = per_epoch * max(1, trainer.max_epochs if trainer.max_epochs not in (None, -1) else 1)
+        return min(total, trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else total
 
     # ---------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
