@@ -147,11 +147,7 @@ class HybridDataModule(L.LightningDataModule):
         self.encoder = encoder
 
     def _tokenize(self, texts: list[str], kind: str) -> list[list[int]]:
-        enc = self.encoder
-        prefix = enc.query_prefix if kind == "query" else enc.passage_prefix
-        if not texts:
-            return []
-        return enc.tokenizer([prefix + t for t in texts], truncation=True, max_length=enc.max_length)["input_ids"]
+        return self.encoder.token_ids(texts, kind)
 
     def load_train_items(self) -> list[ParallelItem]:
         cfg = self.train_cfg

@@ -11,9 +11,7 @@ from hybrid_retrieval.models.encoder import DualEncoder
 def encode_plan(encoder: DualEncoder, texts: list[str], kind: str) -> tuple[list[list[int]], np.ndarray]:
     """Tokenize unique texts once; returns (token id lists, inverse index text -> unique)."""
     uniq, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
-    prefix = encoder.query_prefix if kind == "query" else encoder.passage_prefix
-    ids = encoder.tokenizer([prefix + t for t in uniq.tolist()], truncation=True, max_length=encoder.max_length)["input_ids"]
-    return ids, inverse
+    return encoder.token_ids(uniq.tolist(), kind), inverse
 
 
 def pad_batch(ids: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -102,6 +102,13 @@ class DualEncoder(nn.Module):
     def dim(self) -> int:
         return int(self.query_model.config.hidden_size)
 
+    def token_ids(self, texts: list[str], kind: str) -> list[list[int]]:
+        """Prefixed, truncated token ids without padding (the data module caches these once)."""
+        if not texts:
+            return []
+        prefix = self.query_prefix if kind == "query" else self.passage_prefix
+        return self.tokenizer([prefix + t for t in texts], truncation=True, max_length=self.max_length)["input_ids"]
+
     def tokenize(self, texts: list[str], kind: str) -> dict[str, torch.Tensor]:
         """Prefix and tokenize with dynamic padding (to the longest text, at most ``max_length``)."""
         prefix = self.query_prefix if kind == "query" else self.passage_prefix
