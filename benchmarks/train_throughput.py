@@ -7,8 +7,11 @@ Settings (both sides fine-tune the converted offline encoder, token embeddings f
 
 Each side does what its training loop does per step: sentence-transformers tokenizes the batch (its
 data collator), we pad pre-tokenized ids (our collator). Steps alternate ours / theirs on the same
-batches; pairs/s is the median over the timed steps. The loss check runs both on the first batch with
-dropout off from identical weights. Peak RSS is measured in a separate process per side and setting.
+batches; pairs/s is the median over the timed steps. Without caching our step runs its forward in
+length-sorted buckets (``model.grad_cache.bucket_size``); the same step with one padded forward per side
+is timed alongside ("ours 1-fwd"). The loss check runs both on the first batch with dropout off from
+identical weights. Peak RSS: a fresh process per side and setting, peak counter reset after loading
+data and model, then two training steps.
 The model's share: encoder forward+backward FLOPs per step / step time vs a fp32 ``torch.matmul`` peak.
 
     pip install -e ".[bench]" && python benchmarks/train_throughput.py
@@ -47,10 +50,10 @@ def load_batches(data: str, batch: int, n: int) -> list[tuple[list[str], list[st
 
 
 class Ours:
-    def __init__(self, encoder, chunk):
+    def __init__(self, encoder, chunk, bucket=None):
         from hybrid_retrieval.models.loss import InfoNCELoss
 
-        self.enc, self.chunk, self.loss = encoder, chunk, InfoNCELoss(temperature=0.05)
+        self.enc, self.chunk, self.bucket, self.loss = encoder, chunk, bucket, InfoNCELoss(temperature=0.05)
         self.opt = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=1e-5)
 
     def pretokenize(self, batches):
@@ -76,7 +79,7 @@ class Ours:
         q = pad_batch([self.cache[("query", t)] for t in qs], pad)
         p = pad_batch([self.cache[("passage", t)] for t in ps], pad)
         self.opt.zero_grad(set_to_none=True)
-        loss = contrastive_backward(self.enc.encode, self.loss, q, p, None, chunk_size=self.chunk)
+        loss = contrastive_backward(self.enc.encode, self.loss, q, p, None, chunk_size=self.chunk, bucket_size=self.bucket)
         self.opt.step()
         return float(loss)
 
@@ -159,20 +162,45 @@ def matmul_peak(threads: int) -> float:
     return 2 * 2048**3 * reps / (time.perf_counter() - t)
 
 
+def _rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS since the last reset) in MB, from /proc/self/status."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def _bucket(args, chunk) -> int | None:
+    return (args.bucket_size or None) if chunk is None else None
+
+
 def memory_worker(side: str, setting: str, args) -> None:
+    """Peak RSS of training steps alone, in a fresh process per side.
+
+    Loading the MLQA-R JSON and the model peaks higher than a B=32 step, so a whole-process maximum
+    (``ru_maxrss``) reads the same for both sides. We reset the kernel's peak counter
+    (``/proc/self/clear_refs``, value 5) once data and model are loaded, then run two steps (the first
+    allocates the optimizer state) and read the peak of those steps.
+    """
+    import gc
+
     from hybrid_retrieval.models.encoder import DualEncoder, resolve_model_path
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batch, chunk = SETTINGS[setting]
-    batches = load_batches(args.data, batch, 1)
+    batches = load_batches(args.data, batch, 2)
     if side == "ours":
-        runner = Ours(DualEncoder(max_length=args.max_length, freeze_embeddings=True), chunk)
+        runner = Ours(DualEncoder(max_length=args.max_length, freeze_embeddings=True), chunk, _bucket(args, chunk))
         runner.pretokenize(batches)
     else:
         runner = Theirs(resolve_model_path("offline/multilingual-e5-small-q4"), args.max_length, chunk)
-    runner.step(*batches[0])
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    gc.collect()
+    before, _ = _rss_mb()
+    Path("/proc/self/clear_refs").write_text("5")
+    for qs, ps in batches:
+        runner.step(qs, ps)
+    _, peak = _rss_mb()
+    whole = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": peak, "before_mb": before, "whole_process_mb": whole}))
 
 
 def main() -> None:
@@ -180,6 +208,9 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--steps", type=int, default=6, help="timed steps per side (b512 uses half)")
     ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument(
+        "--bucket-size", type=int, default=8, help="our no-cache forward in length-sorted buckets of N texts (0 = off)"
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mlqa-r"))
     ap.add_argument("--memory-worker", nargs=2, metavar=("SIDE", "SETTING"), help=argparse.SUPPRESS)
@@ -200,10 +231,16 @@ def main() -> None:
         batches = load_batches(args.data, batch, steps + 1)
         torch.manual_seed(0)
         enc = DualEncoder(max_length=args.max_length, freeze_embeddings=True)
-        ours = Ours(enc, chunk)
+        ours = Ours(enc, chunk, _bucket(args, chunk))
         t0 = time.perf_counter()
         ours.pretokenize(batches)
         pretok_s = time.perf_counter() - t0
+        # Without caching, also time our step with one padded forward per side (no buckets): where the
+        # difference to sentence-transformers comes from.
+        plain = None
+        if ours.bucket:
+            plain = Ours(copy.deepcopy(enc), chunk, None)
+            plain.cache = ours.cache
         theirs = Theirs(model_dir, args.max_length, chunk, state_from=copy.deepcopy(enc.query_model))
         # Loss check: dropout off, identical weights, the first batch.
         enc.eval()
@@ -225,7 +262,10 @@ def main() -> None:
         # Warm-up step each, then alternate.
         ours.step(*batches[0])
         theirs.step(*batches[0])
-        t_ours, t_theirs = [], []
+        if plain is not None:
+            plain.enc.train()
+            plain.step(*batches[0])
+        t_ours, t_theirs, t_plain = [], [], []
         for qs, ps in batches[1:]:
             t = time.perf_counter()
             ours.step(qs, ps)
@@ -233,6 +273,10 @@ def main() -> None:
             t = time.perf_counter()
             theirs.step(qs, ps)
             t_theirs.append(time.perf_counter() - t)
+            if plain is not None:
+                t = time.perf_counter()
+                plain.step(qs, ps)
+                t_plain.append(time.perf_counter() - t)
         flops = encoder_flops(enc, batches[1:])
         if chunk is None:
             prof = profile_phases(ours, batches[1:])
@@ -255,14 +299,21 @@ def main() -> None:
                     str(args.threads),
                     "--max-length",
                     str(args.max_length),
+                    "--bucket-size",
+                    str(args.bucket_size),
                     "--data",
                     args.data,
                 ],
                 capture_output=True,
                 text=True,
             )
-            mem[side] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"] if out.returncode == 0 else float("nan")
+            if out.returncode != 0:
+                print(f"memory worker {side}/{setting} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+                mem[side] = {"peak_rss_mb": float("nan"), "before_mb": float("nan")}
+            else:
+                mem[side] = json.loads(out.stdout.strip().splitlines()[-1])
         mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
+        mp = statistics.median(t_plain) if t_plain else float("nan")
         rows.append(
             (
                 setting,
@@ -270,23 +321,33 @@ def main() -> None:
                 chunk,
                 batch / mo,
                 batch / mt,
+                batch / mp,
                 mt / mo,
                 l_ours,
                 l_theirs,
-                mem["ours"],
-                mem["theirs"],
+                mem["ours"]["peak_rss_mb"],
+                mem["theirs"]["peak_rss_mb"],
+                mem["ours"]["peak_rss_mb"] - mem["ours"]["before_mb"],
+                mem["theirs"]["peak_rss_mb"] - mem["theirs"]["before_mb"],
                 flops * passes / mo / peak,
                 pretok_s,
             )
         )
     print(
-        f"\n{'setting':<8} {'ours pairs/s':>12} {'ST pairs/s':>11} {'ratio':>6} {'loss ours':>10} {'loss ST':>9} "
-        f"{'RSS ours MB':>11} {'RSS ST MB':>10} {'ours MFU':>8}"
+        f"\n{'setting':<8} {'ours pairs/s':>12} {'ST pairs/s':>11} {'ours 1-fwd':>10} {'ratio':>6} {'loss ours':>10} {'loss ST':>9} "
+        f"{'RSS ours MB':>11} {'RSS ST MB':>10} {'step+ ours':>10} {'step+ ST':>9} {'ours MFU':>8}"
     )
-    for _setting, b, c, po, pt, r, lo, lt, mo_, mt_, mfu, _pre in rows:
+    for _setting, b, c, po, pt, pp, r, lo, lt, mo_, mt_, do_, dt_, mfu, _pre in rows:
         name = f"B={b}" + (f",c{c}" if c else "")
-        print(f"{name:<8} {po:>12.1f} {pt:>11.1f} {r:>6.2f} {lo:>10.5f} {lt:>9.5f} {mo_:>11.0f} {mt_:>10.0f} {mfu:>8.1%}")
+        print(
+            f"{name:<8} {po:>12.1f} {pt:>11.1f} {pp:>10.1f} {r:>6.2f} {lo:>10.5f} {lt:>9.5f} {mo_:>11.0f} {mt_:>10.0f} "
+            f"{do_:>10.0f} {dt_:>9.0f} {mfu:>8.1%}"
+        )
+    print(f"ours: no-cache forward in length-sorted buckets of {args.bucket_size} texts (grad cache: sorted chunks);")
+    print("ours 1-fwd = our no-cache step with one padded forward per side (the same batches, timed alternately).")
     print("ratio = our pairs/s / sentence-transformers pairs/s (median step times, alternating, same batches).")
+    print("RSS = peak RSS during two training steps (fresh process per side, counter reset after loading);")
+    print("step+ = that peak minus the RSS just before the steps (activations, gradients, optimizer state).")
     print("MFU = encoder fwd+bwd FLOPs (grad cache: ×4/3 for the extra no-grad forward) per step time / fp32 matmul peak.")
 
 

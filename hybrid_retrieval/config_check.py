@@ -74,6 +74,7 @@ def validate_config(cfg: DictConfig) -> None:
     chunk = _int(cfg, "model.grad_cache.chunk_size", allow_none=True)
     if chunk is not None and chunk > batch:
         raise ConfigError("model.grad_cache.chunk_size", chunk, f"expected <= data.batch_size ({batch}) or null")
+    _int(cfg, "model.grad_cache.bucket_size", allow_none=True)
     devices = _get(cfg, "trainer.devices", 1)
     if isinstance(devices, int) and devices > 0 and batch % devices:
         raise ConfigError("data.batch_size", batch, f"global batch must be divisible by trainer.devices={devices}")

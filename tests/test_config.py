@@ -50,6 +50,7 @@ def test_sweep_budget_pairs(batch, steps, chunk):
     assert cfg.model.grad_cache.chunk_size == chunk
     assert cfg.model.optimizer.lr == pytest.approx(3e-5)
     assert cfg.callbacks.model_checkpoint is None
+    assert cfg.trainer.enable_checkpointing is False  # no Lightning default checkpoint either
 
 
 def test_sweep_grid_is_declared():

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from hybrid_retrieval.models.grad_cache import _chunks, _unsort, contrastive_backward
+from hybrid_retrieval.models.grad_cache import _chunks, _unsort, contrastive_backward, encode_bucketed
 from hybrid_retrieval.models.loss import InfoNCELoss
 
 
@@ -69,6 +69,37 @@ def test_grad_cache_matches_full_batch(tiny_encoder_factory, dropout, negatives,
     assert worst <= 1e-4, worst
     if learnable:
         assert _rel_err(loss2.log_inv_temperature.grad, loss_fn.log_inv_temperature.grad) <= 1e-4
+
+
+@pytest.mark.parametrize("negatives", [0, 1])
+def test_length_buckets_match_one_forward(tiny_encoder_factory, negatives):
+    """Bucketed forward (less padding) gives the loss and gradients of one padded forward."""
+    torch.manual_seed(0)
+    enc = tiny_encoder_factory()
+    enc.eval()
+    loss_fn = InfoNCELoss(temperature=0.05)
+    enc2 = copy.deepcopy(enc)
+    q, p = _batch(enc, 12, 1, "query"), _batch(enc, 12, 2, "passage")
+    n = _batch(enc, 12 * negatives, 3, "passage") if negatives else None
+    full = contrastive_backward(enc.encode, loss_fn, q, p, n)
+    bucketed = contrastive_backward(enc2.encode, loss_fn, q, p, n, bucket_size=4)
+    assert float(full) == pytest.approx(float(bucketed), rel=1e-5)
+    ga, gb = _grads(enc), _grads(enc2)
+    total = float(torch.cat([g.flatten() for g in ga.values()]).norm())
+    assert ga.keys() == gb.keys() and len(ga) > 10
+    assert max(_rel_err(gb[k], ga[k], floor=1e-6 * total) for k in ga) <= 1e-4
+
+
+def test_length_buckets_pad_less(tiny_encoder_factory):
+    """Each bucket is padded only to its own longest text (the point of bucketing)."""
+    enc = tiny_encoder_factory()
+    q = _batch(enc, 12, 1, "query")
+    seen = []
+    encode_bucketed(lambda f, kind: (seen.append(f["input_ids"].shape), enc.encode(f, kind))[1], q, "query", 4)
+    assert len(seen) == 3
+    assert sum(r * w for r, w in seen) < q["input_ids"].numel()
+    with pytest.raises(ValueError, match="bucket_size=0"):
+        contrastive_backward(enc.encode, InfoNCELoss(), q, q, bucket_size=0)
 
 
 def test_dropout_really_differs_without_rng_restore(tiny_encoder_factory):

@@ -49,6 +49,17 @@ def _unsort(rows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def encode_bucketed(encode: EncodeFn, features: Features, kind: str, bucket_size: int | None) -> torch.Tensor:
+    """(n, dim) embeddings in input order, computed (with the graph) in length-sorted buckets."""
+    n = features["input_ids"].shape[0]
+    if bucket_size is not None and bucket_size < 1:
+        raise ValueError(f"bucket_size={bucket_size}: expected a positive integer (or null)")
+    if bucket_size is None or bucket_size >= n:
+        return encode(features, kind)
+    chunks, order = _chunks(features, bucket_size)
+    return _unsort(torch.cat([encode(c, kind) for c in chunks]), order)  # (n, dim)
+
+
 class _RngState:
     """CPU (and CUDA, where used) RNG state, so the second pass draws the same dropout masks."""
 
@@ -70,15 +81,19 @@ def contrastive_backward(
     passage: Features,
     negative: Features | None = None,
     chunk_size: int | None = None,
+    bucket_size: int | None = None,
 ) -> torch.Tensor:
     """Back-propagate the contrastive loss of one (per-rank) batch; returns the detached loss.
 
     ``chunk_size=None`` (or >= batch): one ordinary forward/backward. Otherwise gradient caching.
+    ``bucket_size`` (ordinary path only): run the forward in length-sorted sub-batches of this many
+    texts, each padded to its own longest text, keeping the graph; a batch padded to its longest
+    text wastes ~40% of its tokens on MLQA-R, buckets of 8 waste ~11%. Same loss and gradients.
     The caller zeroes gradients before and steps the optimizer after.
     """
     groups = [("query", query), ("passage", passage)] + ([("passage", negative)] if negative is not None else [])
     if not chunk_size or chunk_size >= max(f["input_ids"].shape[0] for _, f in groups):
-        embs = [encode(f, kind) for kind, f in groups]
+        embs = [encode_bucketed(encode, f, kind, bucket_size) for kind, f in groups]
         loss = loss_fn(*embs) if len(embs) == 3 else loss_fn(embs[0], embs[1])
         loss.backward()
         return loss.detach()

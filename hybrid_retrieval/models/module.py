@@ -44,6 +44,7 @@ class HybridRetrievalModule(L.LightningModule):
         self.encoder, self.loss_fn = encoder, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.chunk_size = (grad_cache or {}).get("chunk_size")
+        self.bucket_size = (grad_cache or {}).get("bucket_size")
         self.gradient_clip_val = gradient_clip_val
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"model.nonfinite={nonfinite!r}: expected 'raise' or 'skip'")
@@ -99,6 +100,7 @@ class HybridRetrievalModule(L.LightningModule):
             batch["passage"],
             batch.get("negative"),
             chunk_size=self.chunk_size,
+            bucket_size=self.bucket_size,
         )
         average_gradients(self.parameters())
         if not torch.isfinite(loss):
