@@ -3,20 +3,28 @@
     python -m hybrid_retrieval.report logs/xquad_r/multiruns/<time>        # from the job directories
     python -m hybrid_retrieval.report --csv docs/results/sweep.csv --out docs/results   # from a CSV
 
-Each job directory holds ``.hydra/config.yaml`` and either ``final_metrics.json`` (finished) or
-``FAILED.json`` (failed; kept in the CSV with ``status=failed``).
+Each job directory holds ``.hydra/config.yaml`` and either ``final_metrics.json`` (finished),
+``FAILED.json`` (failed; kept in the CSV with ``status=failed``) or neither (``status=incomplete``:
+still running, or killed). Outputs: ``sweep.csv`` (one row per job), ``pairs.csv`` (one row per job
+and language pair: the heatmaps' source), ``summary.csv`` (mean, std, count per α × batch size),
+``report.md`` with the effects measured against seed noise, and the figures. ``--baseline`` takes the
+``summary.json`` of ``python -m hybrid_retrieval.evaluate`` on the same evaluation pool (the untrained
+encoder) and adds it to the table and the curves; it is copied to ``baseline.json`` so that ``--csv``
+reproduces everything from the output folder alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 METRICS = ["mono/map", "cross/map", "multi/map", "multi/rank_distance", "mono/r@1", "cross/r@1", "multi/hit@1", "cross/r@10"]
+PAIR_METRICS = ["map", "map@20", "r@1", "r@10"]
 PANELS = [
     ("mono/map", "monolingual mAP (X→X)"),
     ("cross/map", "cross-lingual mAP (X→Y)"),
@@ -32,8 +40,9 @@ def _cfg(job: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.exists() else {}
 
 
-def collect(sweep_dir: Path) -> pd.DataFrame:
-    rows = []
+def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per job, one row per job × language pair)."""
+    rows, pair_rows = [], []
     for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").exists()):
         cfg = _cfg(job)
         data = cfg.get("data", {})
@@ -52,13 +61,22 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
                 row[m] = fm["metrics"].get(f"val/{m}")
             evals = sorted((job / "eval").glob("epoch*.json"))
             row["eval_json"] = str(evals[-1].relative_to(sweep_dir)) if evals else None
+            if evals:
+                ev = json.loads(evals[-1].read_text())
+                for x in ev["languages"]:
+                    for y in ev["languages"]:
+                        pair = {k: row[k] for k in ("job", "batch_size", "alpha", "seed")}
+                        pair.update(query_lang=x, passage_lang=y)
+                        pair.update({m: ev["metrics"].get(f"{x}-{y}/{m}") for m in PAIR_METRICS})
+                        pair_rows.append(pair)
+        elif (job / "FAILED.json").exists():
+            row.update(status="failed", error=json.loads((job / "FAILED.json").read_text())["error"])
         else:
-            err = json.loads((job / "FAILED.json").read_text())["error"] if (job / "FAILED.json").exists() else "no result"
-            row.update(status="failed", error=err)
+            row.update(status="incomplete", error="no result yet (still running, or killed)")
         rows.append(row)
     if not rows:
         raise SystemExit(f"{sweep_dir}: no job directories (expected */.hydra/config.yaml)")
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.DataFrame(pair_rows)
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
@@ -68,7 +86,7 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return agg.reset_index()
 
 
-def plot_curves(summary: pd.DataFrame, out: Path) -> Path:
+def plot_curves(summary: pd.DataFrame, out: Path, baseline: dict | None = None) -> Path:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -81,6 +99,8 @@ def plot_curves(summary: pd.DataFrame, out: Path) -> Path:
             grp = grp.sort_values("batch_size")
             mean, std = grp[f"{metric} mean"], grp[f"{metric} std"].fillna(0.0)
             ax.errorbar(grp.batch_size, mean, yerr=std, marker="o", capsize=3, label=names.get(float(alpha), f"α={alpha}"))
+        if baseline is not None and metric in baseline:
+            ax.axhline(baseline[metric], color="grey", linestyle="--", linewidth=1, label="zero-shot (untrained)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_title(title, fontsize=9)
@@ -94,43 +114,91 @@ def plot_curves(summary: pd.DataFrame, out: Path) -> Path:
     return path
 
 
-def plot_pair_deltas(df: pd.DataFrame, sweep_dir: Path | None, out: Path) -> list[Path]:
-    """Per-pair mAP change from the smallest to the largest batch size, per alpha (needs eval JSONs)."""
-    if sweep_dir is None or "eval_json" not in df:
+def plot_pair_deltas(pairs: pd.DataFrame, out: Path) -> list[Path]:
+    """Per-pair mAP change from the smallest to the largest batch size, per α (mean over seeds)."""
+    if pairs is None or pairs.empty:
         return []
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
     from hybrid_retrieval.plots import heatmap  # noqa: PLC0415
 
     paths = []
-    ok = df[(df.status == "ok") & df.eval_json.notna()]
-    for alpha, grp in ok.groupby("alpha"):
+    for alpha, grp in pairs.groupby("alpha"):
         lo, hi = grp.batch_size.min(), grp.batch_size.max()
         if lo == hi:
             continue
+        langs = list(dict.fromkeys(grp.query_lang))
+        mean = grp.groupby(["batch_size", "query_lang", "passage_lang"])["map"].mean()
 
-        def mean_matrix(sub):
-            mats = []
-            for rel in sub.eval_json:
-                ev = json.loads((sweep_dir / rel).read_text())
-                langs = ev["languages"]
-                mats.append(np.array([[ev["metrics"][f"{x}-{y}/map"] for y in langs] for x in langs]))
-            return langs, np.mean(mats, axis=0)
+        def matrix(batch, mean=mean, langs=langs):
+            return np.array([[mean[(batch, x, y)] for y in langs] for x in langs])  # (|L|, |L|)
 
-        langs, m_lo = mean_matrix(grp[grp.batch_size == lo])
-        _, m_hi = mean_matrix(grp[grp.batch_size == hi])
-        fig = heatmap(m_hi - m_lo, langs, title=f"Δ mAP, batch {hi} − {lo}, α={alpha}", fmt="{:+.2f}", center_zero=True)
+        fig = heatmap(
+            matrix(hi) - matrix(lo), langs, title=f"Δ mAP, batch {hi} − {lo}, α={alpha}", fmt="{:+.2f}", center_zero=True
+        )
         path = out / f"pair_delta_alpha{alpha}.png"
         fig.savefig(path)
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-
         plt.close(fig)
         paths.append(path)
     return paths
 
 
-def write_markdown(df: pd.DataFrame, summary: pd.DataFrame, out: Path, figures: list[Path], source: str) -> Path:
+def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
+    """Markdown lines: batch-size and sampling effects next to the seed noise they must beat.
+
+    Noise = the pooled standard deviation over seeds of all (α, batch) cells; an effect is called
+    clear when it exceeds twice the standard error of a difference of two cell means.
+    """
+    ok = df[(df.status == "ok") & df[metric].notna()]
+    if ok.empty:
+        return []
+    cells = ok.groupby(["alpha", "batch_size"])[metric]
+    var = cells.var().dropna()
+    n = cells.count()
+    if var.empty:
+        return [f"\nOne seed per cell: no noise estimate for {metric}."]
+    sd = math.sqrt(float(var.mean()))
+    mean = cells.mean()
+    k = float(n.mean())
+    se_diff = sd * math.sqrt(2.0 / k)
+
+    def verdict(d):
+        return "**clear**" if abs(d) > 2 * se_diff else "within noise"
+
+    lines = [
+        f"\n## Effects on {metric} against seed noise\n",
+        f"Seed noise (pooled std over seeds, {len(var)} cells, ~{k:.0f} seeds each): {sd:.4f}; "
+        f"standard error of a difference of two cell means: {se_diff:.4f}. 'clear' = |Δ| > 2 SE.\n",
+        "| α | Δ (largest − smallest batch) | verdict |",
+        "|---|---|---|",
+    ]
+    for alpha in sorted(ok.alpha.unique()):
+        bs = sorted(b for a, b in mean.index if a == alpha)
+        if len(bs) > 1:
+            d = mean[(alpha, bs[-1])] - mean[(alpha, bs[0])]
+            lines.append(f"| {alpha} | {d:+.4f} ({bs[0]} → {bs[-1]}) | {verdict(d)} |")
+    alphas = sorted(ok.alpha.unique())
+    if 0.5 in alphas and len(alphas) > 1:
+        lines += ["", "| batch | hybrid − mono only (α 0.5 − 1) | hybrid − cross only (α 0.5 − 0) |", "|---|---|---|"]
+        for b in sorted(ok.batch_size.unique()):
+            cols = []
+            for other in (1.0, 0.0):
+                if (0.5, b) in mean.index and (other, b) in mean.index:
+                    d = mean[(0.5, b)] - mean[(other, b)]
+                    cols.append(f"{d:+.4f} ({verdict(d)})")
+                else:
+                    cols.append("–")
+            lines.append(f"| {int(b)} | {cols[0]} | {cols[1]} |")
+    return lines
+
+
+def write_markdown(
+    df: pd.DataFrame, summary: pd.DataFrame, out: Path, figures: list[Path], source: str, baseline: dict | None = None
+) -> Path:
+    incomplete = (df.status == "incomplete").sum()
     lines = [
         f"# Batch-size sweep report\n\nSource: `{source}`. Jobs: {len(df)} ({(df.status == 'ok').sum()} ok, "
-        f"{(df.status == 'failed').sum()} failed).\n"
+        f"{(df.status == 'failed').sum()} failed" + (f", {incomplete} incomplete" if incomplete else "") + ").\n"
     ]
     lines.append("| α | batch | n | mono mAP | cross mAP | multi mAP | rank distance |")
     lines.append("|---|---|---|---|---|---|---|")
@@ -144,9 +212,19 @@ def write_markdown(df: pd.DataFrame, summary: pd.DataFrame, out: Path, figures: 
             f"| {r.alpha} | {int(r.batch_size)} | {int(r['mono/map count'])} | {fmt(r, 'mono/map')} | "
             f"{fmt(r, 'cross/map')} | {fmt(r, 'multi/map')} | {fmt(r, 'multi/rank_distance')} |"
         )
-    failed = df[df.status == "failed"]
+    if baseline is not None:
+        lines.append(
+            "| zero-shot (untrained) | – | 1 | "
+            + " | ".join(
+                f"{baseline[m]:.4f}" if m in baseline else "–"
+                for m in ("mono/map", "cross/map", "multi/map", "multi/rank_distance")
+            )
+            + " |"
+        )
+    lines += effects(df, "cross/map") + effects(df, "multi/map")
+    failed = df[df.status != "ok"]
     if len(failed):
-        lines.append("\n## Failed jobs\n")
+        lines.append("\n## Failed or incomplete jobs\n")
         for _, r in failed.iterrows():
             lines.append(f"- job {r.job} (batch {r.batch_size}, α {r.alpha}, seed {r.seed}): {r.get('error', '')}")
     lines.append("")
@@ -162,19 +240,35 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("sweep_dir", nargs="?", help="a multirun directory (logs/<task>/multiruns/<time>)")
     ap.add_argument("--csv", help="re-create the report from a tidy CSV written earlier")
     ap.add_argument("--out", help="output folder (default: the sweep directory)")
+    ap.add_argument("--baseline", help="summary.json of `hybrid_retrieval.evaluate` on the same pool (zero-shot row)")
     args = ap.parse_args(argv)
     if bool(args.sweep_dir) == bool(args.csv):
         ap.error("give a sweep directory or --csv")
     sweep_dir = Path(args.sweep_dir) if args.sweep_dir else None
-    df = collect(sweep_dir) if sweep_dir else pd.read_csv(args.csv)
+    if sweep_dir:
+        df, pairs = collect(sweep_dir)
+    else:
+        df = pd.read_csv(args.csv)
+        pairs_csv = Path(args.csv).with_name("pairs.csv")
+        pairs = pd.read_csv(pairs_csv) if pairs_csv.exists() else None
     out = Path(args.out) if args.out else (sweep_dir or Path(args.csv).parent)
     out.mkdir(parents=True, exist_ok=True)
+    baseline = None
+    if args.baseline:
+        src = json.loads(Path(args.baseline).read_text())
+        baseline = src.get("macro", src)  # evaluate's summary.json, or a baseline.json written here
+        (out / "baseline.json").write_text(json.dumps(baseline, indent=1))
+    elif args.csv and Path(args.csv).with_name("baseline.json").exists():
+        baseline = json.loads(Path(args.csv).with_name("baseline.json").read_text())
+        if out.resolve() != Path(args.csv).parent.resolve():
+            (out / "baseline.json").write_text(json.dumps(baseline, indent=1))
     if sweep_dir:
         df.to_csv(out / "sweep.csv", index=False)
+        pairs.to_csv(out / "pairs.csv", index=False)
     summary = summarise(df)
     summary.to_csv(out / "summary.csv", index=False)
-    figures = [plot_curves(summary, out), *plot_pair_deltas(df, sweep_dir, out)] if len(summary) else []
-    report = write_markdown(df, summary, out, figures, str(sweep_dir or args.csv))
+    figures = [plot_curves(summary, out, baseline), *plot_pair_deltas(pairs, out)] if len(summary) else []
+    report = write_markdown(df, summary, out, figures, str(sweep_dir or args.csv), baseline)
     print(report.read_text())
     print(f"written: {out / 'summary.csv'}, {report}, " + ", ".join(str(f) for f in figures))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,14 @@ def test_notebook_executes(tmp_path, monkeypatch):
         fake_job(sweep, str(n), batch, alpha, seed, value=0.3 + 0.001 * batch + 0.05 * alpha + 0.01 * seed)
     report_main([str(sweep)])
     monkeypatch.setenv("SWEEP_CSV", str(sweep / "sweep.csv"))
+    # The kernel imports this checkout's package even where another copy is installed.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}
     ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 1 + 2  # curves + one pair-delta heatmap per α
+    assert any("clear" in o.get("data", {}).get("text/markdown", "") for o in outputs)

@@ -41,17 +41,34 @@ def test_report_from_dirs_and_from_csv(tmp_path, capsys):
                 fake_job(sweep, str(n), batch, alpha, seed, value=0.3 + 0.001 * batch + 0.1 * alpha + 0.01 * seed)
                 n += 1
     fake_job(sweep, str(n), 4096, 0.5, 0, failed=True)
-    report_main([str(sweep)])
+    (sweep / "99" / ".hydra").mkdir(parents=True)  # a job still running: config, no result yet
+    (sweep / "99" / ".hydra" / "config.yaml").write_text("seed: 0\ndata:\n  batch_size: 64\n")
+    baseline = tmp_path / "summary.json"
+    baseline.write_text(
+        json.dumps({"macro": {"mono/map": 0.61, "cross/map": 0.52, "multi/map": 0.25, "multi/rank_distance": 999.0}})
+    )
+    report_main([str(sweep), "--baseline", str(baseline)])
     df = pd.read_csv(sweep / "sweep.csv")
-    assert len(df) == 13 and (df.status == "failed").sum() == 1
+    assert len(df) == 14 and (df.status == "failed").sum() == 1 and (df.status == "incomplete").sum() == 1
+    pairs = pd.read_csv(sweep / "pairs.csv")
+    assert len(pairs) == 12 * 4 and set(pairs.query_lang) == {"en", "de"}
+    one = pairs[(pairs.job == 0) & (pairs.query_lang == "en") & (pairs.passage_lang == "en")]["map"].item()
+    assert one == pytest.approx(0.3 + 0.016 + 0.05)
     summary = pd.read_csv(sweep / "summary.csv")
     row = summary[(summary.alpha == 0.5) & (summary.batch_size == 64)].iloc[0]
     assert row["multi/map mean"] == pytest.approx(0.3 + 0.064 + 0.05 + 0.005)
     assert row["multi/map std"] == pytest.approx(pd.Series([0.0, 0.01]).std())
     md = (sweep / "report.md").read_text()
-    assert "Failed jobs" in md and "exceeds every pool" in md and "1 failed" in md
+    assert "Failed or incomplete jobs" in md and "exceeds every pool" in md and "1 failed, 1 incomplete" in md
+    assert "| zero-shot (untrained) | – | 1 | 0.6100 | 0.5200 | 0.2500 | 999.0000 |" in md
+    # Effects: multi/map rises 0.048 from batch 16 to 64 (seed noise std 0.0071): clear; α 0.5 − 1 is −0.05.
+    assert "| 0.0 | +0.0480 (16 → 64) | **clear** |" in md
+    assert "| 64 | -0.0500 (**clear**) | +0.0500 (**clear**) |" in md
     assert (sweep / "batch_size_curves.png").exists() and (sweep / "pair_delta_alpha0.5.png").exists()
     # The committed CSV alone reproduces the same summary numbers.
     out2 = tmp_path / "again"
     report_main(["--csv", str(sweep / "sweep.csv"), "--out", str(out2)])
     pd.testing.assert_frame_equal(pd.read_csv(out2 / "summary.csv"), summary)
+    md2 = (out2 / "report.md").read_text()
+    assert md2.replace(str(sweep / "sweep.csv"), str(sweep)) == md  # same tables, baseline and effects
+    assert (out2 / "pair_delta_alpha0.5.png").exists() and (out2 / "baseline.json").exists()
