@@ -282,7 +282,7 @@ def main() -> None:
             prof = profile_phases(ours, batches[1:])
             total = sum(prof.values())
             print(
-                f"profile of our B={batch} step (median s): "
+                f"profile of our B={batch} step, one padded forward per side (median s): "
                 + ", ".join(f"{k} {v:.3f} ({v / total:.0%})" for k, v in prof.items())
             )
         passes = 1.0 if chunk is None else 4.0 / 3.0  # grad cache adds one no-grad forward (≈1/3 of fwd+bwd)

@@ -221,7 +221,7 @@ def write_markdown(
             )
             + " |"
         )
-    lines += effects(df, "cross/map") + effects(df, "multi/map")
+    lines += effects(df, "cross/map") + effects(df, "multi/map") + effects(df, "mono/map")
     failed = df[df.status != "ok"]
     if len(failed):
         lines.append("\n## Failed or incomplete jobs\n")
