@@ -176,8 +176,9 @@ def test_multirun_failed_job_is_recorded_and_others_finish(tiny_data, tiny_model
     assert "batch_size=4096 exceeds every" in failed["error"]
     from hybrid_retrieval.report import collect
 
-    df = collect(sweep_dir)
+    df, pairs = collect(sweep_dir)
     assert list(df.status) == ["ok", "failed"]
+    assert set(pairs.job) == {"0"} and len(pairs) > 0  # per-pair rows of the finished job only
 
 
 def test_evaluate_cli_reproduces_training_metrics_from_checkpoint(tiny_data, tiny_model_dir, tmp_path):
