@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from hybrid_retrieval.models.grad_cache import _chunks, _unsort, contrastive_backward, encode_bucketed
+from hybrid_retrieval.models.grad_cache import contrastive_backward, encode_bucketed
 from hybrid_retrieval.models.loss import InfoNCELoss
 
 
@@ -22,10 +22,7 @@ def _batch(encoder, n, seed, kind):
 
 def _full_graph_backward(encode, loss_fn, q, p, n, chunk):
     groups = [("query", q), ("passage", p)] + ([("passage", n)] if n is not None else [])
-    embs = []
-    for kind, f in groups:
-        chunks, order = _chunks(f, chunk)
-        embs.append(_unsort(torch.cat([encode(c, kind) for c in chunks]), order))
+    embs = [encode_bucketed(encode, f, kind, chunk) for kind, f in groups]  # chunk-wise, with the graph
     loss = loss_fn(*embs)
     loss.backward()
     return loss.detach()
