@@ -79,6 +79,15 @@ def validate_config(cfg: DictConfig) -> None:
     if isinstance(devices, int) and devices > 0 and batch % devices:
         raise ConfigError("data.batch_size", batch, f"global batch must be divisible by trainer.devices={devices}")
     _int(cfg, "model.encoder.max_length", lo=8)
+    train_layers = _int(cfg, "model.encoder.train_layers", allow_none=True)
+    prefix_cache = _get(cfg, "model.encoder.prefix_cache", False)
+    if not isinstance(prefix_cache, bool):
+        raise ConfigError("model.encoder.prefix_cache", prefix_cache, "expected true or false")
+    if prefix_cache and train_layers is None:
+        raise ConfigError("model.encoder.prefix_cache", prefix_cache, "needs model.encoder.train_layers=k (the frozen prefix)")
+    dtype = _get(cfg, "model.encoder.prefix_cache_dtype", "fp16")
+    if dtype not in ("fp16", "fp32"):
+        raise ConfigError("model.encoder.prefix_cache_dtype", dtype, "expected 'fp16' or 'fp32'")
     pooling = _get(cfg, "model.encoder.pooling", "mean")
     if pooling not in ("mean", "cls"):
         raise ConfigError("model.encoder.pooling", pooling, "expected 'mean' or 'cls'")

@@ -31,11 +31,17 @@ def load_checkpoint_into(encoder, ckpt_path: str) -> None:
     path = Path(ckpt_path)
     if not path.exists():
         raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    from hybrid_retrieval.models.module import check_frozen_prefix  # noqa: PLC0415
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint["state_dict"]
     enc_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     if not enc_state:
         raise ValueError(f"{ckpt_path}: no encoder.* weights (is it a hybrid_retrieval checkpoint?)")
+    # A frozen-prefix checkpoint lacks the frozen lower layers: they must be the configured base model's.
+    frozen = set(check_frozen_prefix(checkpoint, encoder.state_dict(), prefix="encoder.", where=str(ckpt_path)))
     missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
+    missing = [m for m in missing if m not in frozen]
     if unexpected or [m for m in missing if not m.startswith("passage_model.") or not encoder.shared]:
         raise ValueError(
             f"{ckpt_path}: checkpoint does not match the encoder config (missing {missing[:5]}, unexpected {unexpected[:5]})"

@@ -99,9 +99,15 @@ def test_train_cli_ddp_cpu_two_processes(tiny_data, tiny_model_dir, tmp_path):
     assert summary["global_step"] == 3 and "val/multi/map" in summary["metrics"]
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tiny_data, tiny_model_dir, tmp_path):
+FROZEN = ["model.encoder.train_layers=1", "model.encoder.prefix_cache=true"]
+
+
+@pytest.mark.parametrize("extra", [[], FROZEN], ids=["full", "frozen_prefix"])
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny_data, tiny_model_dir, tmp_path, monkeypatch, extra):
     """Kill at step 5 (mid-epoch, after the step-4 checkpoint), resume, compare with a clean run."""
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
     common = [
+        *extra,
         "logger=none",
         "trainer.deterministic=true",
         "trainer.max_epochs=2",
@@ -181,9 +187,40 @@ def test_multirun_failed_job_is_recorded_and_others_finish(tiny_data, tiny_model
     assert set(pairs.job) == {"0"} and len(pairs) > 0  # per-pair rows of the finished job only
 
 
-def test_evaluate_cli_reproduces_training_metrics_from_checkpoint(tiny_data, tiny_model_dir, tmp_path):
+def test_frozen_prefix_checkpoint_small_and_loads_into_evaluate(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
+    """Checkpoints of frozen-prefix runs hold only the top layers (+ optimizer); evaluate restores the rest
+    from the configured base model, and refuses a different base model."""
+    import torch
+
+    from hybrid_retrieval.evaluate import load_checkpoint_into
+    from hybrid_retrieval.models.encoder import DualEncoder
+
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
-    run_cli([*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=none"], tmp_path)
+    run_cli([*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=none", *FROZEN], tmp_path)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    keys = list(ckpt["state_dict"])
+    assert keys and all(".layer.1." in k or k.startswith("loss_fn.") for k in keys), keys
+    assert ckpt["frozen_prefix"]["train_layers"] == 1 and any(".layer.0." in k for k in ckpt["frozen_prefix"]["keys"])
+    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_size < 1_000_000  # the full tiny model is ~33 MB
+    enc = DualEncoder(name=str(tiny_model_dir), max_length=32)
+    before = enc.query_model.encoder.layer[1].output.dense.weight.clone()
+    load_checkpoint_into(enc, str(run_dir / "checkpoints" / "last.ckpt"))
+    assert not torch.equal(before, enc.query_model.encoder.layer[1].output.dense.weight)
+    other = DualEncoder(name=str(tiny_model_dir), max_length=32)
+    with torch.no_grad():
+        other.query_model.encoder.layer[0].output.dense.weight.add_(1e-3)
+    with pytest.raises(ValueError, match="holds only the top 1 layers; its frozen lower layers must come from the same base"):
+        load_checkpoint_into(other, str(run_dir / "checkpoints" / "last.ckpt"))
+
+
+@pytest.mark.parametrize("extra", [[], FROZEN], ids=["full", "frozen_prefix"])
+def test_evaluate_cli_reproduces_training_metrics_from_checkpoint(tiny_data, tiny_model_dir, tmp_path, monkeypatch, extra):
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    # (a larger lr for the frozen prefix: 6 small steps of one layer leave the ranking unchanged)
+    lr = ["model.optimizer.lr=5e-3"] if extra else []
+    run_cli([*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=none", *extra, *lr], tmp_path)
     trained = json.loads((run_dir / "final_metrics.json").read_text())["metrics"]
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     out = tmp_path / "eval"
@@ -196,6 +233,7 @@ def test_evaluate_cli_reproduces_training_metrics_from_checkpoint(tiny_data, tin
         f"encoder.name={tiny_model_dir}",
         "encoder.max_length=32",
         f"ckpt_path={ckpt}",
+        *(f"encoder.{a.split('.', 2)[2]}" for a in extra),
         f"hydra.run.dir={out}",
         "run_topk=5",
     ]

@@ -19,21 +19,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hybrid_retrieval.data.collate import pad_rows
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.lareqa import LareqaDataset, load_lareqa, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
 from hybrid_retrieval.data.sampler import Example, HybridBatchSampler
-from hybrid_retrieval.evaluation.encode import pad_batch
 from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus
+from hybrid_retrieval.models.prefix_cache import model_rows
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TokenizedView:
-    query: list[int]
-    positive: list[int]
-    negatives: list[list[int]]
+    """One (item, language) view as model rows: token-id lists, or prefix-state arrays with the prefix cache."""
+
+    query: list[int] | np.ndarray
+    positive: list[int] | np.ndarray
+    negatives: list
 
 
 class PairDataset(Dataset):
@@ -62,8 +65,8 @@ class PairCollator:
     def __call__(self, rows) -> dict:
         examples = [r[0] for r in rows]
         out = {
-            "query": pad_batch([r[1] for r in rows], self.pad_id),
-            "passage": pad_batch([r[2].positive for r in rows], self.pad_id),
+            "query": pad_rows([r[1] for r in rows], self.pad_id),
+            "passage": pad_rows([r[2].positive for r in rows], self.pad_id),
             "query_langs": [e.query_lang for e in examples],
             "passage_langs": [e.passage_lang for e in examples],
         }
@@ -73,7 +76,7 @@ class PairCollator:
                 own = view.negatives
                 for j in range(self.k):
                     negs.append(own[j % len(own)] if own else rows[(i + 1) % len(rows)][2].positive)
-            out["negative"] = pad_batch(negs, self.pad_id)
+            out["negative"] = pad_rows(negs, self.pad_id)
         return out
 
 
@@ -112,7 +115,23 @@ class EvalCollator:
         self.pad_id = pad_id
 
     def __call__(self, rows) -> dict:
-        return {"index": torch.tensor([r[0] for r in rows]), "features": pad_batch([r[1] for r in rows], self.pad_id)}
+        return {"index": torch.tensor([r[0] for r in rows]), "features": pad_rows([r[1] for r in rows], self.pad_id)}
+
+
+def _to_prefix_rows(encoder, tokenized: list[dict[str, TokenizedView]]) -> list[dict[str, TokenizedView]]:
+    """Replace every token-id list by its cached frozen-prefix states (one cache per text kind)."""
+    q_ids = [v.query for row in tokenized for v in row.values()]
+    p_ids = [x for row in tokenized for v in row.values() for x in (v.positive, *v.negatives)]
+    q_rows = iter(model_rows(encoder, q_ids, "query", progress=True))
+    p_rows = iter(model_rows(encoder, p_ids, "passage", progress=True))
+    out = []
+    for row in tokenized:
+        new = {}
+        for lg, v in row.items():
+            q, pos = next(q_rows), next(p_rows)
+            new[lg] = TokenizedView(q, pos, [next(p_rows) for _ in v.negatives])
+        out.append(new)
+    return out
 
 
 class HybridDataModule(L.LightningDataModule):
@@ -173,8 +192,8 @@ class HybridDataModule(L.LightningDataModule):
                     "evaluating on a subset: %s (not comparable with full-benchmark numbers)", self.eval_dataset.summary()
                 )
             self.corpus = EvalCorpus.from_dataset(self.eval_dataset, with_context=self.with_context)
-            q_ids = self._tokenize(self.corpus.q_texts, "query")
-            c_ids = self._tokenize(self.corpus.c_texts, "passage")
+            q_ids = model_rows(self.encoder, self._tokenize(self.corpus.q_texts, "query"), "query", progress=True)
+            c_ids = model_rows(self.encoder, self._tokenize(self.corpus.c_texts, "passage"), "passage", progress=True)
             self.eval_ids = q_ids + c_ids
             self.n_eval_queries = len(q_ids)
         if stage in (None, "fit") and self.items is None:
@@ -195,6 +214,8 @@ class HybridDataModule(L.LightningDataModule):
                 for lg, q, p in zip(langs, qs, ps, strict=True):
                     row[lg] = TokenizedView(q, p, self._tokenize(list(item.views[lg].negatives), "passage"))
                 self.tokenized.append(row)
+            if getattr(self.encoder, "prefix_cache", False):
+                self.tokenized = _to_prefix_rows(self.encoder, self.tokenized)
 
     def _make_sampler(self, rank: int, world: int) -> HybridBatchSampler:
         return HybridBatchSampler(

@@ -1,11 +1,19 @@
-"""Encode many texts once: de-duplicated, length-sorted, dynamically padded, without gradients."""
+"""Encode many texts once: de-duplicated, length-sorted, dynamically padded, without gradients.
+
+With a frozen-prefix encoder (``train_layers=k``, ``prefix_cache=true``) the lower layers' states come
+from the disk cache and only the top k layers run here.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from hybrid_retrieval.data.collate import pad_rows
 from hybrid_retrieval.models.encoder import DualEncoder
+from hybrid_retrieval.models.prefix_cache import model_rows
 
 
 def encode_plan(encoder: DualEncoder, texts: list[str], kind: str) -> tuple[list[list[int]], np.ndarray]:
@@ -14,31 +22,21 @@ def encode_plan(encoder: DualEncoder, texts: list[str], kind: str) -> tuple[list
     return encoder.token_ids(uniq.tolist(), kind), inverse
 
 
-def pad_batch(ids: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, : len(x)] = torch.tensor(x)
-        mask[i, : len(x)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
-
-
 @torch.no_grad()
-def encode_token_ids(
+def encode_rows(
     encoder: DualEncoder,
-    ids: list[list[int]],
+    rows: Sequence,
     kind: str,
     batch_size: int = 128,
     device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str = "encode",
 ) -> torch.Tensor:
-    """(n, dim) float32 embeddings of pre-tokenized texts, longest first so padding stays minimal."""
-    order = np.argsort([-len(x) for x in ids], kind="stable")
+    """(n, dim) float32 embeddings of token-id or prefix-state rows, longest first so padding stays minimal."""
+    order = np.argsort([-len(x) for x in rows], kind="stable")
     pad_id = encoder.tokenizer.pad_token_id or 0
-    out = torch.empty((len(ids), encoder.dim), dtype=torch.float32)
-    starts = range(0, len(ids), batch_size)
+    out = torch.empty((len(rows), encoder.dim), dtype=torch.float32)
+    starts = range(0, len(rows), batch_size)
     if progress:
         from tqdm.auto import tqdm  # noqa: PLC0415
 
@@ -48,11 +46,16 @@ def encode_token_ids(
     try:
         for lo in starts:
             sel = order[lo : lo + batch_size]
-            feats = {k: v.to(device) for k, v in pad_batch([ids[i] for i in sel], pad_id).items()}
+            feats = {k: v.to(device) for k, v in pad_rows([rows[i] for i in sel], pad_id).items()}
             out[torch.from_numpy(sel)] = encoder.encode(feats, kind).float().cpu()
     finally:
         encoder.train(was_training)
     return out
+
+
+def encode_token_ids(encoder: DualEncoder, ids: list[list[int]], kind: str, progress: bool = False, **kwargs) -> torch.Tensor:
+    """(n, dim) embeddings of pre-tokenized texts (through the prefix cache when the encoder uses one)."""
+    return encode_rows(encoder, model_rows(encoder, ids, kind, progress), kind, progress=progress, **kwargs)
 
 
 def encode_texts(encoder: DualEncoder, texts: list[str], kind: str, **kwargs) -> torch.Tensor:

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -56,10 +58,31 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(resolve_model_path(name))
 
 
+def split_backbone(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
+    """(embeddings, transformer layers) of a BERT/XLM-R-family encoder, or a one-line error.
+
+    Frozen-prefix training runs the layers one by one, so it needs this layout (BertModel,
+    XLMRobertaModel, RobertaModel: offline e5, multilingual-e5, xlm-roberta, LaBSE).
+    """
+    embeddings = getattr(model, "embeddings", None)
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if embeddings is None or not isinstance(layers, nn.ModuleList) or getattr(model.config, "is_decoder", False):
+        raise ValueError(
+            f"model.encoder.train_layers: {type(model).__name__} is not a BERT/XLM-R-family encoder "
+            "(needs .embeddings and .encoder.layer); use train_layers=null for this model"
+        )
+    return embeddings, layers
+
+
 class DualEncoder(nn.Module):
     """Query and passage towers (shared weights by default, as in the paper) with pooling.
 
     ``backbone`` may be passed directly (tests use tiny random models); otherwise ``name`` is loaded.
+
+    ``train_layers=k`` (frozen prefix): the token embeddings and the lower L−k transformer layers are
+    frozen and always run in eval mode (no dropout), so their output for a text never changes; only the
+    top k layers train. ``prefix_cache=True`` then lets the data side compute those lower-layer states
+    once per text (:mod:`hybrid_retrieval.models.prefix_cache`) and feed them as ``prefix_hidden``.
     """
 
     def __init__(
@@ -75,6 +98,9 @@ class DualEncoder(nn.Module):
         tokenizer=None,
         gradient_checkpointing: bool = False,
         freeze_embeddings: bool = False,
+        train_layers: int | None = None,
+        prefix_cache: bool = False,
+        prefix_cache_dtype: str = "fp16",
     ):
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -94,9 +120,49 @@ class DualEncoder(nn.Module):
         if freeze_embeddings:  # the 250k-row token table dominates optimizer memory and checkpoint size
             for m in (self.query_model, self.passage_model):
                 m.get_input_embeddings().weight.requires_grad_(False)
+        self.train_layers, self.prefix_cache, self.prefix_cache_dtype = train_layers, bool(prefix_cache), prefix_cache_dtype
+        if prefix_cache and train_layers is None:
+            raise ValueError("model.encoder.prefix_cache=true needs model.encoder.train_layers=k (the frozen prefix to cache)")
+        if prefix_cache_dtype not in ("fp16", "fp32"):
+            raise ValueError(f"model.encoder.prefix_cache_dtype={prefix_cache_dtype!r}: expected 'fp16' or 'fp32'")
+        self.split_layer = 0  # layers below this index are frozen (0 = nothing frozen)
+        if train_layers is not None:
+            n_layers = len(split_backbone(self.query_model)[1])
+            if isinstance(train_layers, bool) or not isinstance(train_layers, int) or not 1 <= train_layers <= n_layers:
+                raise ValueError(f"model.encoder.train_layers={train_layers!r}: expected null or an integer in [1, {n_layers}]")
+            self.split_layer = n_layers - train_layers
+            for m in self._towers():
+                for module in self._frozen_modules(m):
+                    module.requires_grad_(False)
+            self.train(self.training)
         if gradient_checkpointing:
             for m in {id(self.query_model): self.query_model, id(self.passage_model): self.passage_model}.values():
                 m.gradient_checkpointing_enable()
+
+    def _towers(self) -> list[nn.Module]:
+        return list({id(self.query_model): self.query_model, id(self.passage_model): self.passage_model}.values())
+
+    def _frozen_modules(self, model: nn.Module) -> list[nn.Module]:
+        embeddings, layers = split_backbone(model)
+        return [embeddings, *layers[: self.split_layer]]
+
+    def train(self, mode: bool = True):
+        """Like ``nn.Module.train``, but the frozen prefix stays in eval mode (no dropout) in training too."""
+        super().train(mode)
+        if getattr(self, "train_layers", None) is not None:
+            for m in self._towers():
+                for module in self._frozen_modules(m):
+                    module.eval()
+        return self
+
+    def frozen_state_names(self) -> list[str]:
+        """State-dict names of the frozen prefix (left out of frozen-prefix checkpoints)."""
+        if self.train_layers is None:
+            return []
+        frozen = {
+            id(t) for m in self._towers() for mod in self._frozen_modules(m) for t in mod.state_dict(keep_vars=True).values()
+        }
+        return [name for name, t in self.state_dict(keep_vars=True).items() if id(t) in frozen]
 
     @property
     def dim(self) -> int:
@@ -130,11 +196,56 @@ class DualEncoder(nn.Module):
             emb = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)  # (batch, dim)
         return F.normalize(emb, dim=-1) if self.normalize else emb
 
+    def tower(self, kind: str) -> nn.Module:
+        return self.query_model if kind == "query" else self.passage_model
+
+    @torch.no_grad()
+    def encode_prefix(self, features: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
+        """(batch, seq, hidden) states after the frozen layers (no graph; the prefix never trains)."""
+        model = self.tower(kind)
+        embeddings, layers = split_backbone(model)
+        mask = features["attention_mask"]
+        hidden = embeddings(input_ids=features["input_ids"])  # (batch, seq, hidden)
+        ext = _attention_mask(model, hidden, mask)
+        for layer in layers[: self.split_layer]:
+            hidden = layer(hidden, ext)
+        return hidden
+
+    def encode_from_prefix(self, hidden: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
+        """(batch, dim) embeddings from prefix states ``hidden`` (batch, seq, hidden): the trainable top only."""
+        model = self.tower(kind)
+        _, layers = split_backbone(model)
+        ext = _attention_mask(model, hidden, mask)
+        for layer in layers[self.split_layer :]:
+            hidden = layer(hidden, ext)
+        return self.pool(hidden, mask)
+
     def encode(self, features: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
-        """(batch, dim) embeddings for tokenized ``features``."""
-        model = self.query_model if kind == "query" else self.passage_model
-        out = model(input_ids=features["input_ids"], attention_mask=features["attention_mask"])
-        return self.pool(out.last_hidden_state, features["attention_mask"])
+        """(batch, dim) embeddings for tokenized ``features`` (or cached ``prefix_hidden`` states)."""
+        mask = features["attention_mask"]
+        if "prefix_hidden" in features:
+            return self.encode_from_prefix(features["prefix_hidden"], mask, kind)
+        if self.train_layers is not None:
+            return self.encode_from_prefix(self.encode_prefix(features, kind), mask, kind)
+        out = self.tower(kind)(input_ids=features["input_ids"], attention_mask=mask)
+        return self.pool(out.last_hidden_state, mask)
+
+
+def _attention_mask(model: nn.Module, hidden: torch.Tensor, mask: torch.Tensor):
+    """The layers' attention mask, built as the model's own forward builds it (eager or SDPA form)."""
+    from transformers.masking_utils import create_bidirectional_mask  # noqa: PLC0415
+
+    return create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask)
+
+
+def tensor_digest(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
+    """Hash of names, shapes, dtypes and bytes: identifies frozen weights exactly (cache keys, checkpoints)."""
+    h = hashlib.blake2b(salt.encode(), digest_size=16)
+    for name, t in named:
+        arr = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(arr.shape)}:{arr.dtype}".encode())
+        h.update(arr.view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def _copy_module(module: nn.Module) -> nn.Module:

@@ -51,7 +51,7 @@ def _unsort(rows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
 
 def encode_bucketed(encode: EncodeFn, features: Features, kind: str, bucket_size: int | None) -> torch.Tensor:
     """(n, dim) embeddings in input order, computed (with the graph) in length-sorted buckets."""
-    n = features["input_ids"].shape[0]
+    n = features["attention_mask"].shape[0]
     if bucket_size is not None and bucket_size < 1:
         raise ValueError(f"bucket_size={bucket_size}: expected a positive integer (or null)")
     if bucket_size is None or bucket_size >= n:
@@ -92,7 +92,7 @@ def contrastive_backward(
     The caller zeroes gradients before and steps the optimizer after.
     """
     groups = [("query", query), ("passage", passage)] + ([("passage", negative)] if negative is not None else [])
-    if not chunk_size or chunk_size >= max(f["input_ids"].shape[0] for _, f in groups):
+    if not chunk_size or chunk_size >= max(f["attention_mask"].shape[0] for _, f in groups):
         embs = [encode_bucketed(encode, f, kind, bucket_size) for kind, f in groups]
         loss = loss_fn(*embs) if len(embs) == 3 else loss_fn(embs[0], embs[1])
         loss.backward()
@@ -108,7 +108,7 @@ def contrastive_backward(
         states, outs = [], []
         with torch.no_grad():
             for chunk in chunks:
-                states.append(_RngState(chunk["input_ids"].device))
+                states.append(_RngState(chunk["attention_mask"].device))
                 outs.append(encode(chunk, kind))
         plans.append((kind, chunks, states, order))
         reps.append(_unsort(torch.cat(outs), order).detach().requires_grad_(True))  # (n, dim) leaf, input order
@@ -118,7 +118,7 @@ def contrastive_backward(
     loss.backward()
 
     # Pass 3: re-encode with the graph, same RNG, chain the cached gradients into the parameters.
-    rng_after = _RngState(query["input_ids"].device)
+    rng_after = _RngState(query["attention_mask"].device)
     for (kind, chunks, states, order), rep in zip(plans, reps, strict=True):
         grad_sorted = rep.grad[order]  # (n, dim) in chunk order
         lo = 0

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from hybrid_retrieval.models.distributed import average_gradients
-from hybrid_retrieval.models.encoder import DualEncoder
+from hybrid_retrieval.models.encoder import DualEncoder, tensor_digest
 from hybrid_retrieval.models.grad_cache import contrastive_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
 
@@ -53,6 +53,18 @@ class HybridRetrievalModule(L.LightningModule):
         self.skipped_batches = 0
         self._pending_rng: dict | None = None
         self._eval_chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # Frozen-prefix runs checkpoint only what trains (+ optimizer): the frozen weights are the base
+        # model's, identified by a digest that loading checks (so Lightning must not demand those keys).
+        self._frozen_keys = [f"encoder.{n}" for n in encoder.frozen_state_names()]
+        self._frozen_digest: str | None = None
+        self.strict_loading = not self._frozen_keys
+
+    def frozen_digest(self) -> str:
+        """Digest of the frozen weights under the encoder's own state-dict names (what evaluate checks)."""
+        if self._frozen_digest is None:
+            state = self.encoder.state_dict()
+            self._frozen_digest = tensor_digest((k, state[k]) for k in self.encoder.frozen_state_names())
+        return self._frozen_digest
 
     # ------------------------------------------------------------------ training
     # RNG state travels with the checkpoint so a resumed run draws the same dropout masks. It is
@@ -64,8 +76,20 @@ class HybridRetrievalModule(L.LightningModule):
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "skipped_batches": self.skipped_batches,
         }
+        if self._frozen_keys:
+            for k in self._frozen_keys:
+                checkpoint["state_dict"].pop(k, None)
+            checkpoint["frozen_prefix"] = {
+                "keys": self._frozen_keys,
+                "digest": self.frozen_digest(),
+                "train_layers": self.encoder.train_layers,
+            }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_frozen_prefix(checkpoint, self.encoder.state_dict(), prefix="encoder.", where="resume")
+        missing = set(self.state_dict()) - set(checkpoint["state_dict"]) - set(self._frozen_keys)
+        if self._frozen_keys and missing:
+            raise ValueError(f"resume: checkpoint lacks trainable weights {sorted(missing)[:5]} (another model config?)")
         state = checkpoint.get("hybrid_retrieval")
         if state:
             self._pending_rng = state
@@ -163,6 +187,26 @@ class HybridRetrievalModule(L.LightningModule):
             if sel.any():
                 emb[sel] = self.encoder.encode({k: v[sel] for k, v in feats.items()}, kind).float()
         self._eval_chunks.append((index.cpu(), emb.detach().cpu()))
+
+
+def check_frozen_prefix(checkpoint: dict, state: dict[str, torch.Tensor], prefix: str, where: str) -> list[str]:
+    """For a frozen-prefix checkpoint, check that ``state`` holds the same frozen weights it was trained on.
+
+    ``prefix`` is stripped from the checkpoint's key names to match ``state`` (e.g. ``"encoder."`` when
+    ``state`` is the encoder's own). Returns the frozen names (in ``state``'s naming), [] for full checkpoints.
+    """
+    info = checkpoint.get("frozen_prefix")
+    if not info:
+        return []
+    keys = [k[len(prefix) :] for k in info["keys"] if k.startswith(prefix)]
+    absent = [k for k in keys if k not in state]
+    if absent or tensor_digest((k, state[k]) for k in keys) != info["digest"]:
+        raise ValueError(
+            f"{where}: this checkpoint holds only the top {info.get('train_layers')} layers; its frozen lower layers "
+            "must come from the same base model, but the configured model.encoder differs (other name, weights or "
+            "architecture). Use the encoder settings the run was trained with."
+        )
+    return keys
 
 
 def linear_warmup_decay(optimizer, num_warmup_steps: int, num_training_steps: int):

@@ -1,0 +1,205 @@
+"""Disk cache of frozen-prefix hidden states: every text runs the lower L−k layers once, ever.
+
+With ``model.encoder.train_layers=k`` the embeddings and lower layers are frozen and dropout-free, so a
+text's states after layer L−k are a pure function of (frozen weights, token ids). They are computed
+once (no grad, length-sorted batches), stored *ragged* (no padding) in one memory-mapped array, and
+every later job, epoch and evaluation reads them back instead of running those layers.
+
+Layout of one cache entry, ``{cache_root}/prefix/{key}/``:
+
+* ``states.bin``  (total_tokens, hidden) fp16 (default) or fp32, rows of text i = ``offsets[i]:offsets[i+1]``
+* ``offsets.npy`` (n_texts + 1,) int64
+* ``meta.json``   what the key was made of (for people; the key itself is the hash)
+
+``key`` = hash of: the frozen weights' bytes (the *fingerprint*), the split layer, the dtype and every
+text's token ids (which already encode tokenizer, prefixes, max_length and the text itself). A stale or
+foreign entry therefore has another key and is never read. Entries are built in a private temporary
+directory and renamed into place (atomic on POSIX): two jobs building the same entry both succeed and
+one copy wins; a killed build leaves only a ``.tmp-*`` directory, which is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hybrid_retrieval.models.encoder import tensor_digest
+from hybrid_retrieval.offline_model import cache_root
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_DTYPES = {"fp16": np.float16, "fp32": np.float32}
+
+
+def prefix_cache_root() -> Path:
+    """``$HYBRID_RETRIEVAL_CACHE/prefix`` (or the user cache dir), shared by every job and run."""
+    return cache_root() / "prefix"
+
+
+def fingerprint(encoder, kind: str) -> str:
+    """Hash of the frozen prefix of the ``kind`` tower: its module layout and every frozen weight's bytes."""
+    model = encoder.tower(kind)
+    named = [(f"{i}.{n}", t) for i, m in enumerate(encoder._frozen_modules(model)) for n, t in m.state_dict().items()]
+    return tensor_digest(named, salt=f"{type(model).__name__}|split={encoder.split_layer}|v{FORMAT_VERSION}")
+
+
+def _key(fp: str, dtype: str, ids: Sequence[Sequence[int]]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{fp}|{dtype}|{len(ids)}".encode())
+    for x in ids:
+        h.update(np.asarray(x, dtype=np.int32).tobytes())
+        h.update(b"\xff\xff\xff\xff")  # separator: [1,2]+[3] != [1]+[2,3]
+    return h.hexdigest()
+
+
+class PrefixStates:
+    """Read-only ragged view of one cache entry: ``states[i]`` is text i's (len_i, hidden) array."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.meta = json.loads((self.path / "meta.json").read_text())
+        self.offsets = np.load(self.path / "offsets.npy")
+        total, hidden = int(self.offsets[-1]), int(self.meta["hidden"])
+        dtype = _DTYPES[self.meta["dtype"]]
+        self.states = np.memmap(self.path / "states.bin", dtype=dtype, mode="r", shape=(total, hidden))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.states[self.offsets[i] : self.offsets[i + 1]]
+
+    def rows(self) -> list[np.ndarray]:
+        return [self[i] for i in range(len(self))]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.states.nbytes)
+
+
+def _build(encoder, ids: Sequence[Sequence[int]], kind: str, dtype: str, out: Path, batch_size: int, progress: bool):
+    """Compute every text's prefix states into ``out`` (a fresh directory)."""
+    from hybrid_retrieval.data.collate import pad_batch  # noqa: PLC0415 - data depends on models, not the reverse
+
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    hidden = int(encoder.tower(kind).config.hidden_size)
+    states = np.memmap(out / "states.bin", dtype=_DTYPES[dtype], mode="w+", shape=(max(1, int(offsets[-1])), hidden))
+    order = np.argsort(-lengths, kind="stable")  # longest first: padding stays small
+    pad_id = encoder.tokenizer.pad_token_id or 0
+    device = next(encoder.parameters()).device
+    starts = range(0, len(ids), batch_size)
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        starts = tqdm(starts, desc=f"prefix cache ({kind}, {len(ids)} texts)", unit="batch", leave=False)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        for lo in starts:
+            sel = order[lo : lo + batch_size]
+            feats = {k: v.to(device) for k, v in pad_batch([ids[i] for i in sel], pad_id).items()}
+            h = encoder.encode_prefix(feats, kind).float().cpu().numpy()  # (b, seq, hidden)
+            for row, i in enumerate(sel):
+                states[offsets[i] : offsets[i + 1]] = h[row, : lengths[i]]
+    finally:
+        encoder.train(was_training)
+    states.flush()
+    del states
+    np.save(out / "offsets.npy", offsets)
+
+
+def load_or_build(
+    encoder, ids: Sequence[Sequence[int]], kind: str, root: Path | None = None, batch_size: int = 128, progress: bool = True
+) -> PrefixStates:
+    """The cache entry for these token ids under ``encoder``'s frozen ``kind`` tower, built if missing."""
+    if encoder.train_layers is None:
+        raise ValueError("prefix cache needs model.encoder.train_layers=k")
+    dtype = encoder.prefix_cache_dtype
+    fp = fingerprint(encoder, kind)
+    key = _key(fp, dtype, ids)
+    root = Path(root) if root is not None else prefix_cache_root()
+    final = root / key
+    if (final / "meta.json").exists():
+        log.info("prefix cache hit: %s (%d texts)", final, len(ids))
+        return PrefixStates(final)
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_dead_builds(root, key)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-{os.getpid()}-", dir=root))
+    t0 = time.perf_counter()
+    try:
+        _build(encoder, ids, kind, dtype, tmp, batch_size, progress)
+        meta = {
+            "format": FORMAT_VERSION,
+            "fingerprint": fp,
+            "model": getattr(encoder, "name", None),
+            "split_layer": encoder.split_layer,
+            "train_layers": encoder.train_layers,
+            "kind": kind,
+            "dtype": dtype,
+            "hidden": int(encoder.tower(kind).config.hidden_size),
+            "max_length": encoder.max_length,
+            "prefix": encoder.query_prefix if kind == "query" else encoder.passage_prefix,
+            "n_texts": len(ids),
+            "n_tokens": int(sum(len(x) for x in ids)),
+            "build_s": round(time.perf_counter() - t0, 2),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # last file: marks the entry complete
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another job renamed its identical copy first: use that one
+            if not (final / "meta.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    states = PrefixStates(final)
+    log.info(
+        "prefix cache built: %s (%d texts, %.0f MB, %.1fs)", final, len(ids), states.nbytes / 2**20, time.perf_counter() - t0
+    )
+    return states
+
+
+def _remove_dead_builds(root: Path, key: str) -> None:
+    """Delete ``{key}.tmp-{pid}-*`` directories left by killed builds (their process is gone)."""
+    for d in root.glob(f"{key}.tmp-*"):
+        try:
+            pid = int(d.name.split(".tmp-")[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
+
+
+def cached_prefix_rows(encoder, ids: Sequence[Sequence[int]], kind: str, **kwargs) -> list[np.ndarray]:
+    """Prefix states for each entry of ``ids`` (distinct texts computed and stored once), as ragged rows."""
+    index: dict[tuple[int, ...], int] = {}
+    uniq: list[Sequence[int]] = []
+    where = []
+    for x in ids:
+        t = tuple(x)
+        if t not in index:
+            index[t] = len(uniq)
+            uniq.append(x)
+        where.append(index[t])
+    states = load_or_build(encoder, uniq, kind, **kwargs)
+    return [states[i] for i in where]
+
+
+def model_rows(encoder, ids: list[list[int]], kind: str, progress: bool = False) -> list:
+    """What the encoder consumes per text: its token ids, or its cached prefix states when the cache is on."""
+    if getattr(encoder, "prefix_cache", False):
+        return cached_prefix_rows(encoder, ids, kind, progress=progress)
+    return ids
