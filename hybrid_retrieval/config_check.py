@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from hybrid_retrieval.data.sampler import ALPHA_SCHEDULES
 from hybrid_retrieval.offline_model import OFFLINE_MODEL_NAME
 
 
@@ -68,6 +69,10 @@ def validate_config(cfg: DictConfig) -> None:
     if mode not in ("batch", "example"):
         raise ConfigError("data.sampler.cross_mode", mode, "expected 'batch' or 'example'")
     _int(cfg, "data.sampler.batches_per_epoch", allow_none=True)
+    _int(cfg, "data.sampler.min_pool", allow_none=True)
+    schedule = _get(cfg, "data.sampler.alpha_schedule", "bernoulli")
+    if schedule not in ALPHA_SCHEDULES:
+        raise ConfigError("data.sampler.alpha_schedule", schedule, f"expected one of {', '.join(ALPHA_SCHEDULES)}")
     _int(cfg, "data.hard_negatives", lo=0)
     _int(cfg, "data.eval_batch_size")
     _int(cfg, "data.num_workers", lo=0)

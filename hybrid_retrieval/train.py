@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from hybrid_retrieval import sweeps
 from hybrid_retrieval.utils import (
     finish_wandb,
     instantiate_callbacks,
@@ -33,6 +35,15 @@ def train(cfg: DictConfig) -> float | None:
     from hybrid_retrieval.config_check import validate_config  # noqa: PLC0415
 
     validate_config(cfg)
+    key = sweeps.current_job_key()
+    done = sweeps.finished_record(cfg, key)
+    if done is not None:
+        out = Path(cfg.paths.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "SKIPPED").write_text(done["_path"] + "\n")
+        print(f"job {key}: already {done['status']} ({done['_path']}): skipped")
+        return done.get("metrics", {}).get(cfg.optimized_metric, float("nan"))
+    started = sweeps.now_utc()
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
     out_dir = Path(cfg.paths.output_dir)
@@ -47,7 +58,7 @@ def train(cfg: DictConfig) -> float | None:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     ckpt_path = cfg.get("ckpt_path")
     last = out_dir / "checkpoints" / "last.ckpt"
-    if cfg.get("resume") and ckpt_path is None:
+    if cfg.get("resume") and ckpt_path is None and (last.exists() or not _is_multirun()):
         if last.exists():
             ckpt_path = str(last.resolve())
             log.info("resume=true: continuing from %s", ckpt_path)
@@ -70,6 +81,11 @@ def train(cfg: DictConfig) -> float | None:
             "metrics": metrics,
         }
         (out_dir / "final_metrics.json").write_text(json.dumps(summary, indent=1))
+        record = job_record(cfg, key, model, datamodule, trainer, metrics, started, summary["wall_time_s"])
+        for path in sweeps.record_paths(cfg, key):
+            sweeps.write_json_atomic(path, record)
+        if cfg.get("results_dir") and (out_dir / "checkpoints").exists() and _is_multirun():
+            shutil.rmtree(out_dir / "checkpoints")  # the job is finished: its resume checkpoint is no longer needed
         macro = {k: v for k, v in metrics.items() if k.count("/") == 2 and k.split("/")[1] in ("mono", "cross", "multi")}
         print("\n=== hybrid_retrieval: run finished ===")
         for k in sorted(macro):
@@ -78,6 +94,50 @@ def train(cfg: DictConfig) -> float | None:
         print(f"  run directory                {out_dir}")
         print(f"  checkpoint                   {ckpt or '(none)'}")
     return value
+
+
+def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time_s) -> dict:
+    """What this job really was and did, next to its metrics (one small JSON, meant to be committed)."""
+    result = trainer.callbacks and next((c.last for c in trainer.callbacks if hasattr(c, "last")), None)
+    pairs = {}
+    if result is not None:
+        for i, x in enumerate(result.languages):
+            for j, y in enumerate(result.languages):
+                pairs[f"{x}-{y}"] = {m: float(result.pair[m][i, j]) for m in ("map", "r@1", "r@10")}
+            pairs[f"{x}-all"] = {m: float(result.multi[m][i]) for m in ("map", "r@1", "r@10", "rank_distance")}
+    corpus = datamodule.corpus
+    return {
+        "status": "ok",
+        "job": key,
+        "started": started,
+        "finished": sweeps.now_utc(),
+        "wall_time_s": wall_time_s,
+        "commit": sweeps.git_commit(cfg.paths.root_dir),
+        "machine": sweeps.machine(),
+        "train": cfg.data.train.get("name"),
+        "eval": cfg.data.eval.get("name"),
+        "eval_questions": len(corpus.q_texts) if corpus is not None else None,
+        "eval_candidates": len(corpus.c_texts) if corpus is not None else None,
+        "batch_size": int(cfg.data.batch_size),
+        "alpha": float(cfg.data.sampler.alpha),
+        "seed": cfg.get("seed"),
+        "lr": float(cfg.model.optimizer.lr),
+        "train_layers": cfg.model.encoder.get("train_layers"),
+        "encoder": cfg.model.encoder.name,
+        "max_length": int(cfg.model.encoder.max_length),
+        "steps": int(trainer.global_step),
+        "skipped_batches": int(getattr(model, "skipped_batches", 0)),
+        "sampling": datamodule.sampling_record(int(trainer.global_step)),
+        "metrics": metrics,
+        "pairs": pairs,
+        "overrides": _task_overrides(),
+    }
+
+
+def _task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _is_multirun() -> bool:
@@ -97,7 +157,18 @@ def main(cfg: DictConfig) -> float | None:
         # record it for `report` and let Hydra go on with the next job.
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "FAILED.json").write_text(json.dumps({"error": f"{type(err).__name__}: {err}"}, indent=1))
+        error = f"{type(err).__name__}: {err}"
+        (out / "FAILED.json").write_text(json.dumps({"error": error}, indent=1))
+        key = sweeps.current_job_key()
+        if cfg.get("results_dir") and key:  # recorded so a resumed sweep skips it unless rerun_failed=true
+            failed = {
+                "status": "failed",
+                "job": key,
+                "error": error,
+                "finished": sweeps.now_utc(),
+                "overrides": _task_overrides(),
+            }
+            sweeps.write_json_atomic(Path(cfg.results_dir) / f"{key}.json", failed)
         if _is_multirun():
             log.exception("job failed (recorded in %s); the sweep continues", out / "FAILED.json")
             return float("nan")

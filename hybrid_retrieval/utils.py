@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from hybrid_retrieval.sweeps import budget_steps, scaled_lr
+
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -20,27 +22,6 @@ def project_root() -> str:
     if (candidate / "conf" / "train.yaml").exists():
         return str(candidate)
     return str(Path.cwd())
-
-
-def budget_steps(mode: str, pairs: int, steps: int, batch_size: int) -> int:
-    """Optimizer steps for a sweep job: ``pairs`` = same training pairs seen, ``steps`` = same step count."""
-    if mode == "pairs":
-        return max(1, -(-int(pairs) // int(batch_size)))
-    if mode == "steps":
-        return int(steps)
-    raise ValueError(f"budget.mode={mode!r}: expected 'pairs' or 'steps'")
-
-
-def scaled_lr(rule: str, base_lr: float, batch_size: int, base_batch_size: int) -> float:
-    """Learning-rate rule for batch-size sweeps: ``constant``, ``sqrt`` or ``linear`` in batch / base_batch."""
-    ratio = int(batch_size) / int(base_batch_size)
-    if rule == "constant":
-        return float(base_lr)
-    if rule == "sqrt":
-        return float(base_lr) * ratio**0.5
-    if rule == "linear":
-        return float(base_lr) * ratio
-    raise ValueError(f"budget.lr_rule={rule!r}: expected 'constant', 'sqrt' or 'linear'")
 
 
 def register_resolvers() -> None:

@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from hybrid_retrieval.config_check import ConfigError, validate_config
-from hybrid_retrieval.utils import budget_steps, register_resolvers, scaled_lr
+from hybrid_retrieval.sweeps import budget_steps, scaled_lr
+from hybrid_retrieval.utils import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 register_resolvers()

@@ -144,3 +144,67 @@ def test_language_temperature_weights():
     uni = HybridBatchSampler(items, 2, alpha=1.0, language_temperature=0.0)
     assert dict(zip(prop.mono_keys, prop.mono_w, strict=True))["en"] == pytest.approx(100 / 110)
     assert dict(zip(uni.mono_keys, uni.mono_w, strict=True))["en"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("alpha", "n"), [(0.5, 64), (0.25, 10), (0.75, 7), (0.0, 9), (1.0, 9), (0.5, 1)])
+def test_stratified_realises_alpha_exactly(alpha, n):
+    from hybrid_retrieval.data.sampler import sampling_record
+
+    s = HybridBatchSampler(parallel(200), batch_size=8, alpha=alpha, alpha_schedule="stratified", batches_per_epoch=n, seed=3)
+    for epoch in (0, 1):
+        s.set_epoch(epoch)
+        kinds = [b[0].query_lang == b[0].passage_lang for b in s]
+        assert sum(kinds) == int(np.floor(alpha * n + 0.5)) and len(kinds) == n
+    rec = sampling_record(s, steps=n)
+    assert rec["mono_batches"] == int(np.floor(alpha * n + 0.5)) and rec["realised_alpha"] == pytest.approx(
+        rec["mono_batches"] / n
+    )
+
+
+def test_stratified_order_depends_on_seed_and_epoch_and_resumes():
+    def plan(seed, epoch):
+        s = HybridBatchSampler(
+            parallel(200), batch_size=8, alpha=0.5, alpha_schedule="stratified", batches_per_epoch=32, seed=seed
+        )
+        s.set_epoch(epoch)
+        return [b[0].query_lang == b[0].passage_lang for b in s], s
+
+    a, s = plan(0, 0)
+    assert a == plan(0, 0)[0] and a != plan(1, 0)[0] and a != plan(0, 1)[0]
+    full = list(s)
+    s.resume(0, 5)
+    assert list(s) == full[5:]  # mid-epoch resume: the rest of the same epoch
+
+
+def test_sampling_record_counts_settings_excluded_and_duplicates():
+    from hybrid_retrieval.data.sampler import sampling_record
+
+    # item i's positive sentence in language x: items 2k and 2k+1 share it (an answer sentence asked twice)
+    items = mlqa_like(300, seed=4)
+    s = HybridBatchSampler(items, batch_size=16, alpha=0.5, seed=1, batches_per_epoch=5, min_pool=120)
+    key = lambda item, lang: (item // 2, lang)  # noqa: E731
+    rec = sampling_record(s, steps=12, positive_key=key)  # 2 epochs and a bit: replayed across epochs
+    assert rec["batches"] == 12 and rec["pairs"] == 12 * 16
+    assert rec["mono_batches"] + rec["cross_batches"] == 12
+    assert sum(rec["batch_settings"].values()) == 12 and sum(rec["example_settings"].values()) == 12 * 16
+    # brute force over the same batches
+    dup, neg, seen = [], [], Counter()
+    done = 0
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        for b in s:
+            if done == 12:
+                break
+            done += 1
+            groups = Counter(key(e.item, e.passage_lang) for e in b)
+            dup.append(sum(g * (g - 1) // 2 for g in groups.values()))
+            neg.append(len(groups) - 1)
+            seen[f"{b[0].query_lang}-{b[0].passage_lang}"] += 1
+    assert rec["batch_settings"] == dict(seen)
+    assert rec["dup_pairs_per_batch"] == pytest.approx(np.mean(dup), abs=1e-3) and max(dup) > 0
+    assert rec["distinct_negatives_per_query"] == pytest.approx(np.mean(neg), abs=1e-3)
+    # min_pool=120 excludes small pools even though they could fill a batch of 16
+    sizes = {k: len(v) for k, v in s.cross.items()}
+    small = [k for k, n in sizes.items() if 16 <= n < 120]
+    assert small and all(f"{'-'.join(k)} ({sizes[k]} items)" in rec["excluded"] for k in small)
+    assert all("-".join(k) not in rec["feasible_cross"] for k in small)

@@ -23,7 +23,7 @@ from hybrid_retrieval.data.collate import pad_rows
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.lareqa import LareqaDataset, load_lareqa, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
-from hybrid_retrieval.data.sampler import Example, HybridBatchSampler
+from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, sampling_record
 from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus
 from hybrid_retrieval.models.prefix_cache import model_rows
 
@@ -226,6 +226,15 @@ class HybridDataModule(L.LightningDataModule):
             world_size=world,
             **self.sampler_cfg,
         )
+
+    def sampling_record(self, steps: int) -> dict:
+        """What the first ``steps`` global batches contain (languages, realised α, in-batch duplicates)."""
+        items = self.items
+
+        def positive_key(item: int, lang: str) -> str:
+            return items[item].views[lang].positive
+
+        return sampling_record(self._make_sampler(0, 1), steps, positive_key)
 
     def train_batches_per_epoch(self, world_size: int = 1) -> int:
         """Steps per epoch, without building a DataLoader (the LR schedule needs it before a resume)."""

@@ -4,6 +4,8 @@ Pure Python/numpy, no Lightning: the sampler yields, per batch, a list of :class
 ``(item index, query language, passage language)``.
 
 * Monolingual batch (probability ``alpha``): one language X for the whole batch, every example X→X.
+  ``alpha_schedule="bernoulli"`` flips a coin per batch; ``"stratified"`` makes exactly round(α·n) of the
+  n batches of an epoch monolingual, at seeded random positions, so even a short run realises α exactly.
 * Cross-lingual batch: ``cross_mode="batch"`` (the paper) draws one pair X≠Y for the whole batch;
   ``cross_mode="example"`` draws X≠Y independently for each example among its item's languages.
 * Languages (or pairs) are drawn with weight ``n ** language_temperature`` where ``n`` is the number of
@@ -21,15 +23,19 @@ Pure Python/numpy, no Lightning: the sampler yields, per batch, a list of :class
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+ALPHA_SCHEDULES = ("bernoulli", "stratified")
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,8 @@ class HybridBatchSampler:
         cross_mode: str = "batch",
         language_temperature: float = 0.0,
         batches_per_epoch: int | None = None,
+        alpha_schedule: str = "bernoulli",
+        min_pool: int | None = None,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -98,6 +106,12 @@ class HybridBatchSampler:
             raise ValueError(f"batch_size={batch_size} (global) must be divisible by world_size={world_size}")
         if cross_mode not in ("batch", "example"):
             raise ValueError(f"cross_mode={cross_mode!r}: expected 'batch' or 'example'")
+        if alpha_schedule not in ALPHA_SCHEDULES:
+            raise ValueError(f"alpha_schedule={alpha_schedule!r}: expected one of {ALPHA_SCHEDULES}")
+        self.alpha_schedule = alpha_schedule
+        # Settings need max(batch, min_pool) items: a batch-size sweep sets min_pool to its largest batch
+        # so every batch size samples the same languages / pairs.
+        self.min_pool = max(batch_size, int(min_pool or 0))
         self.batch_size, self.alpha, self.cross_mode = batch_size, float(alpha), cross_mode
         self.seed, self.rank, self.world_size = int(seed), rank, world_size
         self.epoch = 0
@@ -119,12 +133,13 @@ class HybridBatchSampler:
         self.cross = {
             (x, y): members(lambda ls, x=x, y=y: x in ls and y in ls) for x in self.languages for y in self.languages if x != y
         }
+        self.excluded: list[str] = []  # settings too small for the batch (recorded per job)
         self.multi = members(lambda ls: len(ls) >= 2)  # items usable for per-example cross pairs
         self.mono_keys, self.mono_w = self._feasible(self.mono, language_temperature, "monolingual language")
         if self.cross_mode == "batch":
             self.cross_keys, self.cross_w = self._feasible(self.cross, language_temperature, "cross-lingual pair")
         else:
-            ok = len(self.multi) >= batch_size
+            ok = len(self.multi) >= self.min_pool
             self.cross_keys, self.cross_w = ([("*", "*")], np.ones(1)) if ok else ([], np.zeros(0))
             if not ok:
                 log.warning(
@@ -152,12 +167,17 @@ class HybridBatchSampler:
     def _feasible(self, pools: dict, temperature: float, what: str) -> tuple[list, np.ndarray]:
         keys, weights = [], []
         for key, members in pools.items():
-            if len(members) >= self.batch_size:
+            if len(members) >= self.min_pool:
                 keys.append(key)
                 weights.append(float(len(members)) ** temperature)
             elif len(members) > 0:
+                self.excluded.append(f"{'-'.join(key) if isinstance(key, tuple) else key} ({len(members)} items)")
                 log.warning(
-                    "%s %s has %d items < batch_size %d: excluded from sampling", what, key, len(members), self.batch_size
+                    "%s %s has %d items < %d (max of batch_size, min_pool): excluded from sampling",
+                    what,
+                    key,
+                    len(members),
+                    self.min_pool,
                 )
         w = np.array(weights, dtype=np.float64)
         return keys, (w / w.sum() if len(w) else w)
@@ -185,8 +205,9 @@ class HybridBatchSampler:
                 pools[key] = _Pool(rng.permutation(members))
             return pools[key]
 
-        for _ in range(self.num_batches):
-            mono = rng.random() < self.alpha
+        plan = self.mono_plan()
+        for b in range(self.num_batches):
+            mono = rng.random() < self.alpha if plan is None else bool(plan[b])
             in_batch: set[int] = set()
             if mono:
                 x = self.mono_keys[rng.choice(len(self.mono_keys), p=self.mono_w)]
@@ -208,6 +229,18 @@ class HybridBatchSampler:
             self.stats["refilled"] += refilled
             yield batch
 
+    def mono_plan(self) -> np.ndarray | None:
+        """Stratified schedule: which batches of this epoch are monolingual (None for Bernoulli draws).
+
+        Its own generator, so the batches' contents draw from the same stream as before."""
+        if self.alpha_schedule != "stratified":
+            return None
+        n = self.num_batches
+        plan = np.zeros(n, dtype=bool)
+        k = int(np.floor(self.alpha * n + 0.5))
+        plan[np.random.default_rng([self.seed, self.epoch, 1]).permutation(n)[:k]] = True
+        return plan
+
     def __iter__(self) -> Iterator[list[Example]]:
         per_rank = self.batch_size // self.world_size
         lo = self.rank * per_rank
@@ -217,3 +250,64 @@ class HybridBatchSampler:
         for i, batch in enumerate(self.global_batches()):
             if i >= skip:
                 yield batch[lo : lo + per_rank]
+
+
+def sampling_record(
+    sampler: HybridBatchSampler,
+    steps: int,
+    positive_key: Callable[[int, str], Hashable] | None = None,
+) -> dict:
+    """What ``steps`` global batches of this sampler contain, replayed from epoch 0 (exact: batches are a
+    pure function of (seed, epoch), so a resumed run is described as well as an uninterrupted one).
+
+    Returns batch kinds and realised α, every (query, passage) language setting with its batch and
+    example counts, the settings the batch size excluded, distinct items, refills, and, with
+    ``positive_key(item, passage_lang)`` (the positive's text), in-batch duplicate positives: pairs of
+    examples whose positives are the same sentence, and the distinct negatives a query really sees
+    (distinct positives in its batch − 1; gathered across ranks, so per global batch).
+    """
+    replay = HybridBatchSampler.__new__(HybridBatchSampler)
+    replay.__dict__.update({k: v for k, v in sampler.__dict__.items() if k not in ("stats", "_resume")})
+    replay.stats, replay._resume = Counter(), None
+    batch_settings: Counter = Counter()
+    example_settings: Counter = Counter()
+    items: set[int] = set()
+    dup_pairs, distinct_negs = [], []
+    done, epoch, mono = 0, 0, 0
+    while done < steps:
+        replay.set_epoch(epoch)
+        for batch in itertools.islice(replay.global_batches(), steps - done):
+            done += 1
+            mono += batch[0].query_lang == batch[0].passage_lang
+            kinds = {(e.query_lang, e.passage_lang) for e in batch}
+            batch_settings[f"{batch[0].query_lang}-{batch[0].passage_lang}" if len(kinds) == 1 else "mixed"] += 1
+            for e in batch:
+                example_settings[f"{e.query_lang}-{e.passage_lang}"] += 1
+                items.add(e.item)
+            if positive_key is not None:
+                groups = Counter(positive_key(e.item, e.passage_lang) for e in batch)
+                dup_pairs.append(sum(g * (g - 1) // 2 for g in groups.values()))
+                distinct_negs.append(len(groups) - 1)
+        epoch += 1
+    out = {
+        "batches": done,
+        "pairs": done * sampler.batch_size,
+        "mono_batches": int(mono),
+        "cross_batches": done - int(mono),
+        "realised_alpha": round(mono / done, 6) if done else float("nan"),
+        "alpha_schedule": sampler.alpha_schedule,
+        "refilled_examples": int(replay.stats["refilled"]),
+        "distinct_items": len(items),
+        "batch_settings": dict(sorted(batch_settings.items())),
+        "example_settings": dict(sorted(example_settings.items())),
+        "query_languages": sorted({k.split("-")[0] for k in example_settings}),
+        "passage_languages": sorted({k.split("-")[1] for k in example_settings}),
+        "feasible_mono": list(sampler.mono_keys),
+        "feasible_cross": ["-".join(k) for k in sampler.cross_keys],
+        "excluded": sampler.excluded,
+    }
+    if positive_key is not None and done:
+        out["dup_pairs_per_batch"] = round(float(np.mean(dup_pairs)), 3)
+        out["distinct_negatives_per_query"] = round(float(np.mean(distinct_negs)), 3)
+        out["distinct_negatives_min"] = int(min(distinct_negs))
+    return out

@@ -1,0 +1,187 @@
+"""Sweep arithmetic and resumable multiruns.
+
+* Budget resolvers (``hr_budget_steps``, ``hr_lr``): steps and learning rate per batch size.
+* Job records: every finished job writes one small JSON (config values, what the sampler really did,
+  metrics per setting and per language pair, code commit, machine, wall time) to its run directory and,
+  when ``results_dir`` is set, to ``{results_dir}/{job_key}.json`` — a file meant to be committed.
+* Resume: a job whose record already exists (in its directory or in ``results_dir``) is skipped, so
+  rerunning a killed sweep, or running it on a fresh machine from the committed records, does only the
+  missing jobs; an unfinished job continues from its ``checkpoints/last.ckpt``; failed jobs rerun only
+  with ``rerun_failed=true``.
+* :class:`SweepProgress`: a Hydra callback printing one line after each job (done / total, failed,
+  elapsed, estimated time left).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+#: Overrides that name where/how a sweep runs, not what a job is: left out of the job key.
+NON_IDENTITY_KEYS = ("hydra", "results_dir", "rerun_failed", "logger", "trainer.enable_progress_bar")
+
+
+def budget_steps(mode: str, pairs: int, steps: int, batch_size: int) -> int:
+    """Optimizer steps for a sweep job: ``pairs`` = same training pairs seen, ``steps`` = same step count."""
+    if mode == "pairs":
+        return max(1, -(-int(pairs) // int(batch_size)))
+    if mode == "steps":
+        return int(steps)
+    raise ValueError(f"budget.mode={mode!r}: expected 'pairs' or 'steps'")
+
+
+def scaled_lr(rule: str, base_lr: float, batch_size: int, base_batch_size: int) -> float:
+    """Learning-rate rule for batch-size sweeps: ``constant``, ``sqrt`` or ``linear`` in batch / base_batch."""
+    ratio = int(batch_size) / int(base_batch_size)
+    if rule == "constant":
+        return float(base_lr)
+    if rule == "sqrt":
+        return float(base_lr) * ratio**0.5
+    if rule == "linear":
+        return float(base_lr) * ratio
+    raise ValueError(f"budget.lr_rule={rule!r}: expected 'constant', 'sqrt' or 'linear'")
+
+
+def job_key(overrides: list[str]) -> str:
+    """A file-name-safe key from a job's overrides (sorted; where-to-run overrides left out).
+
+    The same command gives the same keys on any machine, so committed records match later reruns."""
+    keep = []
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if not any(key == k or key.startswith(k + ".") for k in NON_IDENTITY_KEYS):
+            keep.append(o.lstrip("+~"))
+    raw = ",".join(sorted(keep)) or "default"
+    safe = re.sub(r"[^A-Za-z0-9._=,-]+", "_", raw)
+    if len(safe) <= 150:
+        return safe
+    return f"{safe[:120]}~{hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()}"  # long: unique, still readable
+
+
+def current_job_key() -> str | None:
+    """The running Hydra job's key (None outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+
+    if not HydraConfig.initialized():
+        return None
+    return job_key(list(HydraConfig.get().overrides.task))
+
+
+def git_commit(root: str | Path) -> str:
+    """``sha`` of the checkout (``+dirty`` when tracked files differ), or 'unknown' outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    import torch  # noqa: PLC0415
+
+    return {
+        "host_cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def record_paths(cfg: DictConfig, key: str | None) -> list[Path]:
+    """Where this job's record lives: its run directory, and ``results_dir`` when set."""
+    paths = [Path(cfg.paths.output_dir) / "result.json"]
+    if cfg.get("results_dir") and key:
+        paths.append(Path(cfg.results_dir) / f"{key}.json")
+    return paths
+
+
+def finished_record(cfg: DictConfig, key: str | None) -> dict | None:
+    """An existing record that makes this job skippable (ok; or failed unless ``rerun_failed``)."""
+    for path in record_paths(cfg, key):
+        if path.exists():
+            rec = json.loads(path.read_text())
+            if rec.get("status") == "ok" or (rec.get("status") == "failed" and not cfg.get("rerun_failed", False)):
+                return {**rec, "_path": str(path)}
+    return None
+
+
+class SweepProgress(Callback):
+    """Hydra callback: after each job, ``[sweep] 5/36 jobs done (1 failed, 3 skipped), 42m elapsed, ~2h10m left``."""
+
+    def __init__(self) -> None:
+        self.multirun = False
+        self.total = 0
+        self.done = self.failed = self.skipped = 0
+        self.start = time.perf_counter()
+        self.run_s = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: PLC0415
+        from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
+
+        try:
+            params = config.hydra.sweeper.get("params") or {}
+            overrides = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+            parsed = OverridesParser.create().parse_overrides(overrides)
+            self.total = sum(len(b) for b in BasicSweeper.split_arguments(parsed, None))
+        except Exception:
+            self.total = 0
+        self.multirun = True
+        self.start = time.perf_counter()
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        if not self.multirun:
+            return
+        self.done += 1
+        value = getattr(job_return, "_return_value", None)
+        status = getattr(getattr(job_return, "status", None), "name", "")
+        if status == "FAILED" or (isinstance(value, float) and value != value):
+            self.failed += 1
+        out = Path(config.paths.output_dir)
+        if (out / "SKIPPED").exists():
+            self.skipped += 1
+        elapsed = time.perf_counter() - self.start
+        ran = self.done - self.skipped
+        left = ""
+        if self.total and ran:
+            eta = elapsed / ran * (self.total - self.done)
+            left = f", ~{_hm(eta)} left"
+        total = f"/{self.total}" if self.total else ""
+        print(
+            f"[sweep] {self.done}{total} jobs done ({self.failed} failed, {self.skipped} skipped), {_hm(elapsed)} elapsed{left}",
+            flush=True,
+        )
+
+
+def _hm(seconds: float) -> str:
+    m = int(seconds // 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{int(seconds % 60):02d}s"
