@@ -30,8 +30,9 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-#: Overrides that name where/how a sweep runs, not what a job is: left out of the job key.
-NON_IDENTITY_KEYS = ("hydra", "results_dir", "rerun_failed", "logger", "trainer.enable_progress_bar")
+#: Overrides that name where/how a job runs or is watched (logging, checkpoints), not what it computes: left
+#: out of the job key.
+NON_IDENTITY_KEYS = ("hydra", "results_dir", "rerun_failed", "resume", "logger", "callbacks", "trainer.enable_progress_bar")
 
 
 def budget_steps(mode: str, pairs: int, steps: int, batch_size: int) -> int:
@@ -78,6 +79,32 @@ def current_job_key() -> str | None:
     if not HydraConfig.initialized():
         return None
     return job_key(list(HydraConfig.get().overrides.task))
+
+
+def check_ddp_launcher(cfg: DictConfig) -> None:
+    """Refuse DDP inside an in-process multirun, with the working alternative, in one line.
+
+    Lightning's DDP starts ranks 1..N-1 by re-running this process's command line: under ``-m`` with Hydra's
+    basic launcher that command is the whole sweep, so every rank would run every job. A launcher that
+    gives each job its own processes (submitit: one SLURM task per rank) does not have that problem.
+    """
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+
+    from hybrid_retrieval.config_check import ConfigError  # noqa: PLC0415
+
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    devices = cfg.trainer.get("devices", 1)
+    if not HydraConfig.initialized() or "ddp" not in strategy or devices in (1, "1"):
+        return
+    hc = HydraConfig.get()
+    launcher = str(hc.launcher.get("_target_", ""))
+    if hc.mode.name == "MULTIRUN" and launcher.endswith("BasicLauncher"):
+        raise ConfigError(
+            "trainer.strategy",
+            strategy,
+            "DDP in a multirun (-m) with the basic launcher would re-run the whole sweep in every rank; "
+            "use hydra/launcher=submitit_slurm (one task per device) or run the DDP jobs one at a time without -m",
+        )
 
 
 def git_commit(root: str | Path) -> str:
@@ -129,6 +156,8 @@ def finished_record(cfg: DictConfig, key: str | None) -> dict | None:
     for path in record_paths(cfg, key):
         if path.exists():
             rec = json.loads(path.read_text())
+            if rec.get("job") != key:  # a run directory reused by another job (subdir by grid position)
+                continue
             if rec.get("status") == "ok" or (rec.get("status") == "failed" and not cfg.get("rerun_failed", False)):
                 return {**rec, "_path": str(path)}
     return None
@@ -149,9 +178,9 @@ class SweepProgress(Callback):
         from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
 
         try:
-            params = config.hydra.sweeper.get("params") or {}
-            overrides = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
-            parsed = OverridesParser.create().parse_overrides(overrides)
+            merged = {k: f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()}
+            merged.update({o.split("=", 1)[0]: o for o in config.hydra.overrides.task})  # the command line wins
+            parsed = OverridesParser.create().parse_overrides(list(merged.values()))
             self.total = sum(len(b) for b in BasicSweeper.split_arguments(parsed, None))
         except Exception:
             self.total = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def train(cfg: DictConfig) -> float | None:
     from hybrid_retrieval.config_check import validate_config  # noqa: PLC0415
 
     validate_config(cfg)
+    sweeps.check_ddp_launcher(cfg)
     key = sweeps.current_job_key()
     done = sweeps.finished_record(cfg, key)
     if done is not None:
@@ -149,9 +151,15 @@ def _is_multirun() -> bool:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
+    from hybrid_retrieval.config_check import ConfigError  # noqa: PLC0415
+
     prepare_environment()
     try:
         return train(cfg)
+    except ConfigError as err:
+        # A bad value is the user's to fix, in every job alike: one line, no traceback, nothing recorded.
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except Exception as err:
         # In a sweep one failed job (say, an impossible batch size) must not take the others down:
         # record it for `report` and let Hydra go on with the next job.

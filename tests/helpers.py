@@ -9,14 +9,27 @@ import lightning as L
 
 
 class KillAtStep(L.Callback):
-    """SIGKILL the training process right after optimizer step ``step`` (no clean shutdown)."""
+    """SIGKILL the training process right after optimizer step ``step`` (no clean shutdown).
 
-    def __init__(self, step: int):
-        self.step = step
+    ``job_num``: only in that multirun job; ``once_file``: only if that file does not exist yet (it is
+    created just before the kill), so a resumed run passes the same step without being killed again."""
+
+    def __init__(self, step: int, job_num: int | None = None, once_file: str | None = None):
+        self.step, self.job_num, self.once_file = step, job_num, once_file
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if trainer.global_step != self.step:
+            return
+        if self.job_num is not None:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.get().job.num != self.job_num:
+                return
+        if self.once_file is not None:
+            if os.path.exists(self.once_file):
+                return
+            open(self.once_file, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class NaNAtStepLoss:

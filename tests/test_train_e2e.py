@@ -257,3 +257,86 @@ def test_evaluate_cli_reproduces_training_metrics_from_checkpoint(tiny_data, tin
     )
     base = json.loads((tmp_path / "eval0" / "summary.json").read_text())["per_setting"]
     assert base["multi/map"] != pytest.approx(summary["per_setting"]["multi/map"], abs=1e-4)
+
+
+def _study_args(tiny_data, tiny_model_dir, tmp_path, sweep_dir, results_dir):
+    """A 4-job frozen-prefix sweep on the tiny fixtures with the study's config (2 batch sizes × 2 seeds)."""
+    train, evald = tiny_data
+    return [
+        "+experiment=xquad_r",
+        "+sweep=study_xquad_r",
+        f"data.train.root={train}",
+        f"data.eval.root={evald}",
+        f"model.encoder.name={tiny_model_dir}",
+        "model.encoder.max_length=32",
+        "model.encoder.train_layers=1",
+        "data.eval_batch_size=16",
+        "data.sampler.min_pool=8",
+        "data.sampler.alpha=0.5",
+        "budget.steps=4",
+        "callbacks.resume_checkpoint.every_n_train_steps=2",
+        "trainer.deterministic=true",
+        "logger=none",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=${hydra:job.num}",
+        f"results_dir={results_dir}",
+        "data.batch_size=4,8",
+        "seed=0,1",
+    ]
+
+
+def _records(results_dir: Path) -> dict:
+    return {p.name: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))}
+
+
+@pytest.mark.slow
+def test_sweep_killed_mid_job_resumes_and_matches_uninterrupted(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    clean = _study_args(tiny_data, tiny_model_dir, tmp_path, tmp_path / "clean", tmp_path / "clean_results")
+    proc = run_cli(clean, tmp_path, multirun=True, env=env)
+    assert "[sweep] 4/4 jobs done (0 failed, 0 skipped)" in proc.stdout, proc.stdout[-3000:]
+    expected = _records(tmp_path / "clean_results")
+    assert len(expected) == 4 and all(r["status"] == "ok" and r["steps"] == 4 for r in expected.values())
+    assert not list((tmp_path / "clean").glob("*/checkpoints"))  # finished jobs delete their resume checkpoint
+
+    args = _study_args(tiny_data, tiny_model_dir, tmp_path, tmp_path / "sweep", tmp_path / "results")
+    kill = ["+callbacks.kill._target_=tests.helpers.KillAtStep", "+callbacks.kill.step=3", "+callbacks.kill.job_num=2"]
+    kill.append(f"+callbacks.kill.once_file={tmp_path / 'killed'}")
+    proc = run_cli([*args, *kill], tmp_path, multirun=True, env=env, check=False)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert len(_records(tmp_path / "results")) == 2  # jobs 1-2 finished, job 3 killed after step 3
+    assert (tmp_path / "sweep" / "2" / "checkpoints" / "last.ckpt").exists()
+
+    proc = run_cli([*args, *kill], tmp_path, multirun=True, env=env)
+    log = proc.stdout + proc.stderr
+    assert log.count("already ok") == 2 and "[sweep] 4/4 jobs done (0 failed, 2 skipped)" in log, log[-3000:]
+    assert "resume=true: continuing from" in log and "resume-step2.ckpt" in log
+    got = _records(tmp_path / "results")
+    assert got.keys() == expected.keys()
+    for name, rec in got.items():
+        ref = expected[name]
+        assert rec["steps"] == ref["steps"] and rec["sampling"] == ref["sampling"]
+        for k in ("val/mono/map", "val/cross/map", "val/multi/map", "val/multi/rank_distance", "train/loss"):
+            assert abs(rec["metrics"][k] - ref["metrics"][k]) <= 1e-6, (name, k)
+
+    # A fresh machine with only the committed records (no logs): every job is skipped.
+    proc = run_cli(
+        _study_args(tiny_data, tiny_model_dir, tmp_path, tmp_path / "fresh", tmp_path / "results"), tmp_path, multirun=True
+    )
+    assert "[sweep] 4/4 jobs done (0 failed, 4 skipped)" in proc.stdout, proc.stdout[-3000:]
+    assert not list((tmp_path / "fresh").glob("*/result.json"))
+
+
+def test_bad_override_and_ddp_multirun_give_one_line(tiny_data, tiny_model_dir, tmp_path):
+    """CLI, not only validate_config: a bad value prints one line (key, value, what is allowed), exit 2."""
+    base = tiny_overrides(tiny_data, tiny_model_dir, tmp_path / "run")
+    proc = run_cli([*base, "data.sampler.alpha=2", "logger=none"], tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == "error: config data.sampler.alpha=2: expected a probability in [0, 1]"
+    args = [a for a in base if not a.startswith("hydra.run")]
+    args += ["trainer=ddp_cpu", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=0,1"]
+    proc = run_cli(args, tmp_path, check=False, multirun=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: config trainer.strategy='ddp': DDP in a multirun (-m)") and "submitit_slurm" in last

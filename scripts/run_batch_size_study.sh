@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The batch-size study (docs/results/batch_size_study/README.md), resumable: run it again after a kill, a
+# session limit or on a fresh clone, and it does only the jobs that have no record in
+# docs/results/batch_size_study/jobs/ yet (an unfinished job continues from its last checkpoint).
+# Order: seed by seed, both directions per seed, so a partial study is balanced; then the side studies.
+#   bash scripts/run_batch_size_study.sh            # everything
+#   SEEDS="0" bash scripts/run_batch_size_study.sh  # one seed
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SEEDS=${SEEDS:-"0 1 2"}
+train() { python -m hybrid_retrieval.train -m logger=csv "$@"; }
+for s in $SEEDS; do
+  train +experiment=xquad_r +sweep=study_xquad_r seed="$s"   # train MLQA-R  -> full XQuAD-R, B 16/64/256
+  train +experiment=mlqa_r +sweep=study_mlqa_r seed="$s"     # train XQuAD-R -> full MLQA-R,  B 16/64/256/1024
+done
+# Side study 1: alpha stability (the paper: 0.4-0.6) at a small and the largest batch, XQuAD-R training.
+train +experiment=mlqa_r +sweep=study_mlqa_r data.sampler.alpha=0.25,0.75 data.batch_size=64,1024 seed=0
+# Side study 2: does the frozen prefix keep the ordering of full fine-tuning? One seed, B 16/256.
+train +experiment=mlqa_r +sweep=study_mlqa_r model.encoder.train_layers=null model.encoder.prefix_cache=false \
+  data.batch_size=16,256 data.sampler.alpha=0,0.5,1 seed=0
