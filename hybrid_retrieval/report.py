@@ -79,14 +79,100 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), pd.DataFrame(pair_rows)
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
+def collect_records(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per job record, one row per job × language pair) from ``{results_dir}/*.json``.
+
+    Records are what sweeps write with ``results_dir`` set (:mod:`hybrid_retrieval.sweeps`): they hold
+    the configuration, what the sampler really did and the metrics, so the report needs no run directory."""
+    rows, pair_rows = [], []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        rec = json.loads(path.read_text())
+        if "status" not in rec:
+            continue
+        row = {"job": rec.get("job", path.stem), "status": rec["status"]}
+        if rec["status"] != "ok":
+            row["error"] = rec.get("error", "")
+            row.update(_identity_from_overrides(rec.get("overrides", [])))
+            rows.append(row)
+            continue
+        samp = rec.get("sampling", {})
+        row.update(
+            {k: rec.get(k) for k in ("batch_size", "alpha", "seed", "steps", "train", "eval", "eval_questions", "lr")}
+            | {
+                "pairs": samp.get("pairs"),
+                "eval_candidates": rec.get("eval_candidates"),
+                "train_layers": rec.get("train_layers") if rec.get("train_layers") is not None else "all",
+                "realised_alpha": samp.get("realised_alpha"),
+                "alpha_schedule": samp.get("alpha_schedule"),
+                "distinct_negatives": samp.get("distinct_negatives_per_query"),
+                "dup_pairs_per_batch": samp.get("dup_pairs_per_batch"),
+                "mono_languages": " ".join(sorted(k.split("-")[0] for k in samp.get("batch_settings", {}) if _mono(k))),
+                "cross_pairs_used": sum(1 for k in samp.get("batch_settings", {}) if not _mono(k)),
+                "cross_pairs_feasible": len(samp.get("feasible_cross", [])),
+                "excluded": "; ".join(samp.get("excluded", [])),
+                "wall_time_s": rec.get("wall_time_s"),
+                "commit": rec.get("commit"),
+            }
+        )
+        for m in METRICS:
+            row[m] = rec["metrics"].get(f"val/{m}")
+        rows.append(row)
+        for setting, vals in rec.get("pairs", {}).items():
+            x, y = setting.split("-", 1)
+            if y == "all":
+                continue
+            pair = {k: row[k] for k in ("job", "train", "eval", "batch_size", "alpha", "seed", "train_layers")}
+            pair.update(query_lang=x, passage_lang=y, **{m: vals.get(m) for m in PAIR_METRICS})
+            pair_rows.append(pair)
+    if not rows:
+        raise SystemExit(f"{results_dir}: no job records (*.json with a 'status')")
+    return pd.DataFrame(rows), pd.DataFrame(pair_rows)
+
+
+def _mono(setting: str) -> bool:
+    x, _, y = setting.partition("-")
+    return x == y
+
+
+def _identity_from_overrides(overrides: list[str]) -> dict:
+    keys = {"data.batch_size": "batch_size", "data.sampler.alpha": "alpha", "seed": "seed"}
+    out = {}
+    for o in overrides:
+        k, _, v = o.lstrip("+").partition("=")
+        if k in keys:
+            out[keys[k]] = float(v) if keys[k] == "alpha" else int(v)
+    return out
+
+
+def t_quantile_975(dof: int) -> float:
+    """Student t 0.975 quantile (two-sided 95 % interval) for small degrees of freedom."""
+    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+    return table.get(dof, 1.96)
+
+
+def summarise(df: pd.DataFrame, by: tuple[str, ...] = ("alpha", "batch_size")) -> pd.DataFrame:
+    """Mean, std, count and the 95 % confidence half-width (t over seeds) per cell."""
     ok = df[df.status == "ok"]
-    agg = ok.groupby(["alpha", "batch_size"])[[m for m in METRICS if m in ok]].agg(["mean", "std", "count"])
+    agg = ok.groupby(list(by))[[m for m in METRICS if m in ok]].agg(["mean", "std", "count"])
     agg.columns = [f"{m} {s}" for m, s in agg.columns]
+    for m in METRICS:
+        if f"{m} std" in agg:
+            n = agg[f"{m} count"]
+            agg[f"{m} ci95"] = [
+                t_quantile_975(int(c) - 1) * sd / math.sqrt(c) if c > 1 and not pd.isna(sd) else float("nan")
+                for sd, c in zip(agg[f"{m} std"], n, strict=True)
+            ]
     return agg.reset_index()
 
 
-def plot_curves(summary: pd.DataFrame, out: Path, baseline: dict | None = None) -> Path:
+def plot_curves(
+    summary: pd.DataFrame,
+    out: Path,
+    baseline: dict | None = None,
+    err: str = "std",
+    name: str = "batch_size_curves.png",
+    title: str = "mean ± std over seeds",
+) -> Path:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -97,7 +183,7 @@ def plot_curves(summary: pd.DataFrame, out: Path, baseline: dict | None = None) 
     for ax, (metric, title) in zip(axes, PANELS, strict=True):
         for alpha, grp in summary.groupby("alpha"):
             grp = grp.sort_values("batch_size")
-            mean, std = grp[f"{metric} mean"], grp[f"{metric} std"].fillna(0.0)
+            mean, std = grp[f"{metric} mean"], grp[f"{metric} {err}"].fillna(0.0)
             ax.errorbar(grp.batch_size, mean, yerr=std, marker="o", capsize=3, label=names.get(float(alpha), f"α={alpha}"))
         if baseline is not None and metric in baseline:
             ax.axhline(baseline[metric], color="grey", linestyle="--", linewidth=1, label="zero-shot (untrained)")
@@ -106,9 +192,9 @@ def plot_curves(summary: pd.DataFrame, out: Path, baseline: dict | None = None) 
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("mean ± std over seeds", fontsize=8)
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    path = out / "batch_size_curves.png"
+    path = out / name
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -235,15 +321,168 @@ def write_markdown(
     return path
 
 
+STUDY_COLUMNS = [
+    "job", "train", "eval", "batch_size", "alpha", "seed", "steps", "pairs", "eval_questions", "eval_candidates",
+    "train_layers", "lr", "status", "realised_alpha", "alpha_schedule", "distinct_negatives", "dup_pairs_per_batch",
+    "mono_languages", "cross_pairs_used", "cross_pairs_feasible", "excluded", *METRICS, "wall_time_s", "commit",
+]  # fmt: skip
+
+
+def study_report(
+    records: Path,
+    out: Path,
+    expect: dict[tuple[str, str], list[int]] | None = None,
+    alphas: tuple[float, ...] = (0.0, 0.5, 1.0),
+    seeds: tuple[int, ...] = (0, 1, 2),
+    main_layers: str = "2",
+    baselines: dict[str, dict] | None = None,
+) -> Path:
+    """The batch-size study from its job records: per direction, mean ± 95 % CI over seeds per α × batch,
+    effects against seed noise, per-pair deltas, what the sampler really used, side studies, missing jobs."""
+    df, pairs = collect_records(records)
+    out.mkdir(parents=True, exist_ok=True)
+    df = df.reindex(columns=[c for c in STUDY_COLUMNS if c in df] + [c for c in df if c not in STUDY_COLUMNS])
+    df.to_csv(out / "sweep.csv", index=False)
+    pairs.to_csv(out / "pairs.csv", index=False)
+    ok = df[df.status == "ok"]
+    is_main = (ok.train_layers.astype(str) == main_layers) & ok.alpha.isin(alphas)
+    lines = [
+        "# Batch-size study report\n",
+        f"Source: `{records}` ({len(df)} job records: {(df.status == 'ok').sum()} ok, {(df.status != 'ok').sum()} failed). "
+        "Cells: mean ± 95 % confidence half-width over seeds (Student t; n = seeds in the cell). "
+        "Generated by `python -m hybrid_retrieval.report --records ...`.\n",
+    ]
+    directions = sorted({(r.train, r.eval) for r in ok.itertuples()} | set(expect or {}))
+    for train, evald in directions:
+        main = ok[is_main & (ok.train == train) & (ok["eval"] == evald)]
+        sub = out / f"{train}_to_{evald}"
+        sub.mkdir(exist_ok=True)
+        lines.append(f"\n## Train {train} → evaluate {evald} (zero-shot, full benchmark)\n")
+        if main.empty:
+            lines.append("No finished job yet.\n")
+        else:
+            summary = summarise(main)
+            summary.to_csv(sub / "summary.csv", index=False)
+            first = main.iloc[0]
+            lines.append(
+                f"{int(first.eval_questions)} questions × {int(first.eval_candidates)} candidates; "
+                f"{int(main.steps.iloc[0])} optimizer steps per job; frozen prefix: top {main_layers} layers train.\n"
+            )
+            lines.append(
+                "| α | batch | n | lr | distinct negatives / query | realised α | mono mAP | cross mAP | multi mAP | cross R@1 | rank distance |"
+            )
+            lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+            for _, r in summary.sort_values(["alpha", "batch_size"]).iterrows():
+                cell = main[(main.alpha == r.alpha) & (main.batch_size == r.batch_size)]
+                lines.append(
+                    f"| {r.alpha} | {int(r.batch_size)} | {int(r['mono/map count'])} | {cell.lr.iloc[0]:.2e} | "
+                    f"{cell.distinct_negatives.mean():.1f} | {cell.realised_alpha.mean():.3f} | "
+                    + " | ".join(_ci(r, m) for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance"))
+                    + " |"
+                )
+            base = (baselines or {}).get(evald)
+            if base:
+                lines.append(
+                    "| zero-shot (untrained) | – | – | – | – | – | "
+                    + " | ".join(
+                        f"{base[m]:.4f}" if m in base else "–"
+                        for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance")
+                    )
+                    + " |"
+                )
+            mix = main.groupby("batch_size").agg(
+                mono=("mono_languages", lambda s: " / ".join(sorted(set(s)))),
+                cross_used=("cross_pairs_used", "max"),
+                cross_feasible=("cross_pairs_feasible", "max"),
+                excluded=("excluded", lambda s: " / ".join(sorted({x for x in s if x})) or "none"),
+            )
+            lines.append("\nWhat the sampler really used (over all jobs of a batch size):\n")
+            lines.append("| batch | mono languages drawn | cross pairs drawn | cross pairs feasible | excluded settings |")
+            lines.append("|---|---|---|---|---|")
+            for b, r in mix.iterrows():
+                lines.append(f"| {int(b)} | {r.mono} | {int(r.cross_used)} | {int(r.cross_feasible)} | {r.excluded} |")
+            for metric in ("cross/map", "multi/map", "mono/map"):
+                lines += effects(main, metric)
+            figs = [
+                plot_curves(summary, sub, base, err="ci95", title=f"train {train} → eval {evald}: mean ± 95 % CI over seeds"),
+                *plot_pair_deltas(pairs[pairs.job.isin(main.job)], sub),
+            ]
+            lines.append("")
+            lines += [f"![{f.stem}]({f.relative_to(out)})" for f in figs]
+        if expect and (train, evald) in expect:
+            have = {(float(r.alpha), int(r.batch_size), int(r.seed)) for r in main.itertuples()}
+            missing = [(a, b, s) for s in seeds for a in alphas for b in expect[(train, evald)] if (a, b, s) not in have]
+            total = len(alphas) * len(seeds) * len(expect[(train, evald)])
+            lines.append(f"\nJobs finished: {total - len(missing)} of {total}.")
+            if missing:
+                lines.append("Missing (α, batch, seed): " + ", ".join(f"({a}, {b}, {s})" for a, b, s in missing))
+    side = ok[~is_main]
+    if len(side):
+        lines.append("\n## Side studies (one row per job)\n")
+        lines.append(
+            "| train → eval | layers trained | α | batch | seed | mono mAP | cross mAP | multi mAP | cross R@1 | rank distance |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for _, r in side.sort_values(["train", "alpha", "batch_size", "seed"]).iterrows():
+            lines.append(
+                f"| {r.train} → {r['eval']} | {r.train_layers} | {r.alpha} | {int(r.batch_size)} | {r.seed} | "
+                + " | ".join(f"{r[m]:.4f}" for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance"))
+                + " |"
+            )
+    bad = df[df.status != "ok"]
+    if len(bad):
+        lines.append("\n## Failed jobs\n")
+        lines += [f"- {r.job}: {r.get('error', '')}" for _, r in bad.iterrows()]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _ci(row, metric: str) -> str:
+    mean, ci = row.get(f"{metric} mean"), row.get(f"{metric} ci95")
+    if pd.isna(mean):
+        return "–"
+    digits = 1 if "rank_distance" in metric else 4
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}" if not pd.isna(ci) else f"{mean:.{digits}f}"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dir", nargs="?", help="a multirun directory (logs/<task>/multiruns/<time>)")
     ap.add_argument("--csv", help="re-create the report from a tidy CSV written earlier")
     ap.add_argument("--out", help="output folder (default: the sweep directory)")
-    ap.add_argument("--baseline", help="summary.json of `hybrid_retrieval.evaluate` on the same pool (zero-shot row)")
+    ap.add_argument("--baseline", nargs="+", help="summary.json of `hybrid_retrieval.evaluate` on the same pool (zero-shot row)")
+    ap.add_argument("--records", help="a results_dir of job records (*.json): the study report, per direction")
+    ap.add_argument(
+        "--expect",
+        nargs="*",
+        default=[],
+        help="expected grid per direction, e.g. xquad-r:mlqa-r:16,64,256,1024 (lists missing jobs)",
+    )
+    ap.add_argument("--alphas", default="0,0.5,1")
+    ap.add_argument("--seeds", default="0,1,2")
     args = ap.parse_args(argv)
+    if args.records:
+        expect = {(t, e): [int(b) for b in bs.split(",")] for t, e, bs in (x.split(":") for x in args.expect)}
+        baselines = {}
+        for path in args.baseline or []:
+            src = json.loads(Path(path).read_text())
+            baselines[src.get("dataset", Path(path).parent.name)] = src.get("macro", src)
+        out = Path(args.out or args.records)
+        report = study_report(
+            Path(args.records),
+            out,
+            expect,
+            alphas=tuple(float(a) for a in args.alphas.split(",")),
+            seeds=tuple(int(x) for x in args.seeds.split(",")),
+            baselines=baselines,
+        )
+        (out / "baselines.json").write_text(json.dumps(baselines, indent=1))
+        print(report.read_text())
+        return
     if bool(args.sweep_dir) == bool(args.csv):
-        ap.error("give a sweep directory or --csv")
+        ap.error("give a sweep directory, --csv or --records")
+    args.baseline = args.baseline[0] if args.baseline else None
     sweep_dir = Path(args.sweep_dir) if args.sweep_dir else None
     if sweep_dir:
         df, pairs = collect(sweep_dir)

@@ -1,0 +1,114 @@
+"""Resumable-sweep bookkeeping (job keys, records, skip rules) and the study report built from records."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from omegaconf import OmegaConf
+
+from hybrid_retrieval import sweeps
+from hybrid_retrieval.report import collect_records, study_report, summarise
+
+
+def test_job_key_ignores_where_to_run_and_order():
+    a = sweeps.job_key(["+experiment=mlqa_r", "seed=0", "data.batch_size=16", "logger=csv", "hydra.sweep.dir=/x"])
+    b = sweeps.job_key(["data.batch_size=16", "+experiment=mlqa_r", "seed=0", "callbacks.kill.step=3", "results_dir=/y"])
+    assert a == b == "data.batch_size=16,experiment=mlqa_r,seed=0"
+    assert sweeps.job_key(["data.batch_size=16", "seed=1"]) != sweeps.job_key(["data.batch_size=16", "seed=0"])
+    long1 = sweeps.job_key([f"data.train.root=/very/long/path/{'x' * 200}/a", "seed=0"])
+    long2 = sweeps.job_key([f"data.train.root=/very/long/path/{'x' * 200}/b", "seed=0"])
+    assert long1 != long2 and len(long1) <= 140 and "/" not in long1
+
+
+def test_finished_record_rules(tmp_path):
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path / "run")}, "results_dir": str(tmp_path / "res")})
+    assert sweeps.finished_record(cfg, "k") is None
+    sweeps.write_json_atomic(tmp_path / "res" / "k.json", {"status": "failed", "job": "k"})
+    assert sweeps.finished_record(cfg, "k")["status"] == "failed"  # skipped by default
+    cfg.rerun_failed = True
+    assert sweeps.finished_record(cfg, "k") is None  # rerun when asked
+    sweeps.write_json_atomic(tmp_path / "run" / "result.json", {"status": "ok", "job": "other"})
+    assert sweeps.finished_record(cfg, "k") is None  # a run dir of another job does not count
+    sweeps.write_json_atomic(tmp_path / "run" / "result.json", {"status": "ok", "job": "k"})
+    assert sweeps.finished_record(cfg, "k")["status"] == "ok"
+    assert not list((tmp_path / "res").glob(".*tmp*"))  # atomic writes leave no temporary file
+
+
+def _record(train, evald, batch, alpha, seed, cross, status="ok", layers=2):
+    rec = {"status": status, "job": f"{train}-{batch}-{alpha}-{seed}-{layers}", "overrides": [f"seed={seed}"]}
+    if status != "ok":
+        return {**rec, "error": "ValueError: boom"}
+    langs = ["en", "de"]
+    return {
+        **rec,
+        "train": train,
+        "eval": evald,
+        "batch_size": batch,
+        "alpha": alpha,
+        "seed": seed,
+        "steps": 64,
+        "lr": 3e-5 * math.sqrt(batch / 32),
+        "train_layers": layers,
+        "eval_questions": 100,
+        "eval_candidates": 90,
+        "wall_time_s": 10.0,
+        "commit": "abc",
+        "sampling": {
+            "pairs": 64 * batch,
+            "realised_alpha": alpha,
+            "alpha_schedule": "stratified",
+            "distinct_negatives_per_query": batch - 1.5,
+            "dup_pairs_per_batch": 0.5,
+            "batch_settings": {"en-en": 10, "de-de": 10, "en-de": 44},
+            "feasible_cross": ["en-de", "de-en"],
+            "excluded": [],
+        },
+        "metrics": {
+            "val/mono/map": 0.8,
+            "val/cross/map": cross,
+            "val/multi/map": 0.4,
+            "val/multi/rank_distance": 100.0,
+            "val/cross/r@1": 0.5,
+        },
+        "pairs": {f"{x}-{y}": {"map": cross, "r@1": 0.5, "r@10": 0.9} for x in langs for y in langs},
+    }
+
+
+def test_study_report_from_records(tmp_path):
+    res = tmp_path / "jobs"
+    res.mkdir()
+    values = {0: 0.60, 1: 0.62, 2: 0.64}
+    n = 0
+    for seed, v in values.items():
+        for batch in (16, 64):
+            for alpha in (0.0, 0.5, 1.0):
+                if (batch, alpha, seed) == (64, 1.0, 2):
+                    continue  # a missing job
+                rec = _record("xquad-r", "mlqa-r", batch, alpha, seed, v + (0.01 if batch == 64 else 0.0))
+                (res / f"{n}.json").write_text(json.dumps(rec))
+                n += 1
+    (res / "side.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 64, 0.25, 0, 0.7)))
+    (res / "full.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, 0.5, 0, 0.7, layers=None)))
+    (res / "bad.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 1024, 0.5, 0, 0, status="failed")))
+    df, pairs = collect_records(res)
+    assert (df.status == "ok").sum() == n + 2 and (df.status == "failed").sum() == 1
+    assert len(pairs) == 4 * (n + 2)
+    out = tmp_path / "report"
+    path = study_report(res, out, expect={("xquad-r", "mlqa-r"): [16, 64]}, baselines={"mlqa-r": {"cross/map": 0.5}})
+    text = path.read_text()
+    # 3 seeds 0.60/0.62/0.64: mean 0.62, std 0.02, 95 % CI half-width t(2)·0.02/√3
+    half = 4.303 * 0.02 / math.sqrt(3)
+    assert f"| 0.0 | 16 | 3 | 2.12e-05 | 14.5 | 0.000 | 0.8000 ± 0.0000 | 0.6200 ± {half:.4f} |" in text
+    assert "Jobs finished: 17 of 18." in text and "Missing (α, batch, seed): (1.0, 64, 2)" in text
+    assert "| 16 | de en | 1 | 2 | none |" in text  # what the sampler drew
+    assert "## Side studies" in text and "| xquad-r → mlqa-r | all | 0.5 | 16 | 0 |" in text
+    assert "| xquad-r → mlqa-r | 2 | 0.25 | 64 | 0 |" in text
+    assert "## Failed jobs" in text and "ValueError: boom" in text
+    assert "| zero-shot (untrained) |" in text
+    assert (out / "xquad-r_to_mlqa-r" / "batch_size_curves.png").exists()
+    assert (out / "sweep.csv").exists() and (out / "pairs.csv").exists()
+    summary = summarise(df[(df.status == "ok") & (df.train_layers == 2) & df.alpha.isin([0.0, 0.5, 1.0])])
+    row = summary[(summary.alpha == 0.0) & (summary.batch_size == 16)].iloc[0]
+    assert row["cross/map ci95"] == pytest.approx(half, rel=1e-6)
