@@ -80,6 +80,11 @@ def validate_config(cfg: DictConfig) -> None:
     if chunk is not None and chunk > batch:
         raise ConfigError("model.grad_cache.chunk_size", chunk, f"expected <= data.batch_size ({batch}) or null")
     _int(cfg, "model.grad_cache.bucket_size", allow_none=True)
+    precision = str(_get(cfg, "trainer.precision", "32-true"))
+    if precision in ("16", "16-mixed", "fp16"):
+        # Our manual backward passes (gradient caching) bypass Lightning's GradScaler: fp16 would step on
+        # unscaled (underflowing) gradients. bf16 needs no scaler.
+        raise ConfigError("trainer.precision", precision, "fp16 mixed precision is not supported; use bf16-mixed or 32-true")
     devices = _get(cfg, "trainer.devices", 1)
     if isinstance(devices, int) and devices > 0 and batch % devices:
         raise ConfigError("data.batch_size", batch, f"global batch must be divisible by trainer.devices={devices}")

@@ -21,6 +21,7 @@ from hybrid_retrieval.utils import (
     instantiate_callbacks,
     instantiate_loggers,
     prepare_environment,
+    quiet_console,
     register_resolvers,
 )
 
@@ -32,6 +33,8 @@ def train(cfg: DictConfig) -> float | None:
     """Fit one configuration; returns ``cfg.optimized_metric`` (for Hydra sweepers) or None."""
     import lightning as L  # noqa: PLC0415 - keep `--help` fast
     from hydra.utils import instantiate  # noqa: PLC0415
+
+    quiet_console()  # after importing lightning: it may have added its own console handler
 
     from hybrid_retrieval.config_check import validate_config  # noqa: PLC0415
 

@@ -46,6 +46,43 @@ def prepare_environment() -> None:
         os.environ["WANDB_MODE"] = "offline"
 
 
+#: Console messages nobody can act on (all still go to train.log): Lightning's manual-optimization checkpoint
+#: essay, its litlogger advertisement and eval-mode note (the frozen prefix is in eval mode on purpose),
+#: pytree deprecations from Lightning's own code, W&B's anonymous-mode notice, the few-workers hint.
+CONSOLE_NOISE = (
+    "Using ModelCheckpoint with manual optimization",
+    "litlogger",
+    "module(s) in eval mode at the start of training",
+    "LeafSpec",
+    "anonymous setting",
+    "does not have many workers",
+)
+
+
+class ConsoleNoiseFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(n in msg for n in CONSOLE_NOISE)
+
+
+def quiet_console() -> None:
+    """Each message once on the console, nothing the user cannot act on; the log file keeps everything.
+
+    Warnings are routed into logging (so train.log has them); Lightning's own console handlers are
+    dropped so its messages reach the console once, through the root (Hydra's) handler."""
+    logging.captureWarnings(True)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if type(h) is logging.StreamHandler:
+                lg.removeHandler(h)
+        lg.propagate = True
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            if not any(isinstance(f, ConsoleNoiseFilter) for f in h.filters):
+                h.addFilter(ConsoleNoiseFilter())
+
+
 def instantiate_callbacks(cfg: DictConfig | None, has_logger: bool = True) -> list:
     """Build every ``_target_`` callback; the LR monitor is dropped when there is no logger to write to."""
     from hydra.utils import instantiate  # noqa: PLC0415

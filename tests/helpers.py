@@ -35,7 +35,7 @@ class KillAtStep(L.Callback):
 class NaNAtStepLoss:
     """Factory for an InfoNCE loss that returns NaN at one call (fault injection for the NaN guard)."""
 
-    def __new__(cls, nan_at_call: int = 2, **kwargs):
+    def __new__(cls, nan_at_call: int = 2, rank: int | None = None, **kwargs):
         import torch
 
         from hybrid_retrieval.models.loss import InfoNCELoss
@@ -46,6 +46,21 @@ class NaNAtStepLoss:
             def forward(self, *args):
                 loss = super().forward(*args)
                 type(self).calls += 1
-                return loss * torch.nan if type(self).calls == nan_at_call else loss
+                on_rank = rank is None or int(os.environ.get("LOCAL_RANK", "0")) == rank
+                return loss * torch.nan if type(self).calls == nan_at_call and on_rank else loss
 
         return _Loss(**kwargs)
+
+
+class SaveParamsAtEnd(L.Callback):
+    """Each rank saves its trainable parameters to ``{out_dir}/rank{r}.pt`` when the fit ends."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        import torch
+
+        os.makedirs(self.out_dir, exist_ok=True)
+        state = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
+        torch.save(state, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))

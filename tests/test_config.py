@@ -99,6 +99,9 @@ BAD = [  # (override, key named in the message, fragment of what is allowed)
     ("model.optimizer.lr=-1", "model.optimizer.lr", "positive learning rate"),
     ("model.nonfinite=ignore", "model.nonfinite", "'raise' or 'skip'"),
     ("trainer.devices=3", "data.batch_size", "divisible by trainer.devices=3"),
+    ("trainer.precision=16-mixed", "trainer.precision", "use bf16-mixed or 32-true"),
+    ("data.sampler.alpha_schedule=uniform", "data.sampler.alpha_schedule", "bernoulli, stratified"),
+    ("data.sampler.min_pool=0", "data.sampler.min_pool", ">= 1 or null"),
     ("model.encoder.name=no-such-org/no-such-model", "model.encoder.name", "offline"),
 ]
 

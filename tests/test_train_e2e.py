@@ -152,9 +152,9 @@ def test_nonfinite_loss_raise_or_skip(tiny_data, tiny_model_dir, tmp_path, mode)
     proc = run_cli(args, tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     if mode == "raise":
         assert proc.returncode != 0
-        assert "NonFiniteLossError: non-finite loss nan at global step 1 (batch 1, query langs" in proc.stderr, proc.stderr[
-            -3000:
-        ]
+        assert "NonFiniteLossError: non-finite loss at global step 1 (rank 0 loss nan, batch 1, query langs" in proc.stderr, (
+            proc.stderr[-3000:]
+        )
         assert (run_dir / "FAILED.json").exists()
     else:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -340,3 +340,57 @@ def test_bad_override_and_ddp_multirun_give_one_line(tiny_data, tiny_model_dir, 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: config trainer.strategy='ddp': DDP in a multirun (-m)") and "submitit_slurm" in last
+
+
+@pytest.mark.slow
+def test_ddp_nan_on_one_rank_both_ranks_skip(tiny_data, tiny_model_dir, tmp_path):
+    """NaN loss on rank 0 only: the skip decision is all-reduced, so both ranks skip the same step and
+    their weights stay finite and identical."""
+    import torch
+
+    run_dir = tmp_path / "run"
+    args = [
+        *tiny_overrides(tiny_data, tiny_model_dir, run_dir),
+        "trainer=ddp_cpu",
+        "logger=none",
+        "trainer.max_epochs=1",
+        "model.loss._target_=tests.helpers.NaNAtStepLoss",
+        "+model.loss.nan_at_call=2",
+        "+model.loss.rank=0",
+        "model.nonfinite=skip",
+        "+callbacks.save_params._target_=tests.helpers.SaveParamsAtEnd",
+        f"+callbacks.save_params.out_dir={tmp_path / 'params'}",
+    ]
+    proc = run_cli(args, tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    log = proc.stdout + proc.stderr
+    assert "rank 1 loss" in log and "rank 0 loss nan" in log, log[-3000:]  # both ranks saw the skip
+    summary = json.loads((run_dir / "final_metrics.json").read_text())
+    assert summary["skipped_batches"] == 1 and summary["global_step"] == 2  # 3 batches, one skipped: 2 optimizer steps
+    r0, r1 = (torch.load(tmp_path / "params" / f"rank{r}.pt") for r in (0, 1))
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        assert torch.isfinite(r0[k]).all() and torch.equal(r0[k], r1[k]), k
+
+
+def test_console_shows_each_message_once_and_no_noise(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
+    """What a new user sees: every log line once, none of Lightning's/W&B's unactionable notices; train.log
+    keeps everything."""
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    args = [
+        *tiny_overrides(tiny_data, tiny_model_dir, run_dir),
+        "trainer.max_epochs=1",
+        *FROZEN,
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    proc = run_cli(args, tmp_path, env={**env, "HOME": str(tmp_path)})
+    console = proc.stdout + proc.stderr
+    lines = [ln for ln in console.splitlines() if ln.startswith("[20")]  # log records
+    assert lines and len(lines) == len(set(lines)), [ln for ln in lines if lines.count(ln) > 1][:3]
+    from hybrid_retrieval.utils import CONSOLE_NOISE
+
+    for noise in CONSOLE_NOISE:
+        assert noise not in console, noise
+    log = (run_dir / "train.log").read_text()
+    assert "module(s) in eval mode" in log  # the frozen prefix's eval-mode note: kept in the file

@@ -78,3 +78,13 @@ def average_gradients(parameters) -> None:
     for g in grads:
         g.copy_(flat[lo : lo + g.numel()].view_as(g))
         lo += g.numel()
+
+
+@torch.no_grad()
+def all_ranks_true(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True only if ``flag`` is true on every rank (so all ranks take the same branch, e.g. skip a step)."""
+    if not dist_ready():
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())

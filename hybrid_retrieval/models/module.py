@@ -15,7 +15,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 
-from hybrid_retrieval.models.distributed import average_gradients
+from hybrid_retrieval.models.distributed import all_ranks_true, average_gradients
 from hybrid_retrieval.models.encoder import DualEncoder, tensor_digest
 from hybrid_retrieval.models.grad_cache import contrastive_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
@@ -127,9 +127,11 @@ class HybridRetrievalModule(L.LightningModule):
             bucket_size=self.bucket_size,
         )
         average_gradients(self.parameters())
-        if not torch.isfinite(loss):
+        # Decided on every rank alike: average_gradients has spread one rank's NaN gradient to all ranks,
+        # so a rank whose own loss is finite must skip (or raise) too.
+        if not all_ranks_true(bool(torch.isfinite(loss)), loss.device):
             where = (
-                f"non-finite loss {loss.item()} at global step {self.global_step} (batch {batch_idx}, "
+                f"non-finite loss at global step {self.global_step} (rank {self.global_rank} loss {loss.item()}, batch {batch_idx}, "
                 f"query langs {sorted(set(batch['query_langs']))}, passage langs {sorted(set(batch['passage_langs']))})"
             )
             if self.nonfinite == "raise":
