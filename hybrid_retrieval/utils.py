@@ -78,9 +78,9 @@ def quiet_console() -> None:
                 lg.removeHandler(h)
         lg.propagate = True
     for h in logging.getLogger().handlers:
-        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-            if not any(isinstance(f, ConsoleNoiseFilter) for f in h.filters):
-                h.addFilter(ConsoleNoiseFilter())
+        console = isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+        if console and not any(isinstance(f, ConsoleNoiseFilter) for f in h.filters):
+            h.addFilter(ConsoleNoiseFilter())
 
 
 def instantiate_callbacks(cfg: DictConfig | None, has_logger: bool = True) -> list:
