@@ -49,6 +49,7 @@ def train(cfg: DictConfig) -> float | None:
         print(f"job {key}: already {done['status']} ({done['_path']}): skipped")
         return done.get("metrics", {}).get(cfg.optimized_metric, float("nan"))
     started = sweeps.now_utc()
+    commit = sweeps.git_commit(cfg.paths.root_dir)  # at the start: the code this job runs
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
     out_dir = Path(cfg.paths.output_dir)
@@ -86,7 +87,7 @@ def train(cfg: DictConfig) -> float | None:
             "metrics": metrics,
         }
         (out_dir / "final_metrics.json").write_text(json.dumps(summary, indent=1))
-        record = job_record(cfg, key, model, datamodule, trainer, metrics, started, summary["wall_time_s"])
+        record = job_record(cfg, key, model, datamodule, trainer, metrics, started, summary["wall_time_s"], commit)
         for path in sweeps.record_paths(cfg, key):
             sweeps.write_json_atomic(path, record)
         if cfg.get("results_dir") and (out_dir / "checkpoints").exists() and _is_multirun():
@@ -101,7 +102,7 @@ def train(cfg: DictConfig) -> float | None:
     return value
 
 
-def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time_s) -> dict:
+def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time_s, commit) -> dict:
     """What this job really was and did, next to its metrics (one small JSON, meant to be committed)."""
     result = trainer.callbacks and next((c.last for c in trainer.callbacks if hasattr(c, "last")), None)
     pairs = {}
@@ -117,7 +118,7 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "started": started,
         "finished": sweeps.now_utc(),
         "wall_time_s": wall_time_s,
-        "commit": sweeps.git_commit(cfg.paths.root_dir),
+        "commit": commit,
         "machine": sweeps.machine(),
         "train": cfg.data.train.get("name"),
         "eval": cfg.data.eval.get("name"),
