@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -107,8 +108,9 @@ def check_ddp_launcher(cfg: DictConfig) -> None:
         )
 
 
+@functools.lru_cache(maxsize=8)
 def git_commit(root: str | Path) -> str:
-    """``sha`` of the checkout (``+dirty`` when tracked files differ), or 'unknown' outside git."""
+    """Asked once per process (the code a sweep process runs is what it loaded first). ``sha`` of the checkout (``+dirty`` when tracked files differ), or 'unknown' outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True)
         dirty = subprocess.run(

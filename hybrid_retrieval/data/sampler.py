@@ -165,20 +165,22 @@ class HybridBatchSampler:
         )
 
     def _feasible(self, pools: dict, temperature: float, what: str) -> tuple[list, np.ndarray]:
-        keys, weights = [], []
+        keys, weights, dropped = [], [], []
         for key, members in pools.items():
             if len(members) >= self.min_pool:
                 keys.append(key)
                 weights.append(float(len(members)) ** temperature)
             elif len(members) > 0:
-                self.excluded.append(f"{'-'.join(key) if isinstance(key, tuple) else key} ({len(members)} items)")
-                log.warning(
-                    "%s %s has %d items < %d (max of batch_size, min_pool): excluded from sampling",
-                    what,
-                    key,
-                    len(members),
-                    self.min_pool,
-                )
+                dropped.append(f"{'-'.join(key) if isinstance(key, tuple) else key} ({len(members)} items)")
+        if dropped:  # one line for all of them (recorded per job in sampling_record's "excluded")
+            log.warning(
+                "%d %s settings have fewer items than %d (max of batch_size, min_pool) and are excluded: %s",
+                len(dropped),
+                what,
+                self.min_pool,
+                ", ".join(dropped),
+            )
+            self.excluded += dropped
         w = np.array(weights, dtype=np.float64)
         return keys, (w / w.sum() if len(w) else w)
 
