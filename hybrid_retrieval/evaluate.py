@@ -66,6 +66,34 @@ def write_matrices(out: Path, result, plot: bool = True) -> None:
             plt.close(fig)
 
 
+def log_to_wandb(cfg: DictConfig, out: Path, result, summary: dict) -> None:
+    """One W&B run (job_type=eval): macro metrics, the per-pair table and the mAP heatmap."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import wandb  # noqa: PLC0415
+
+    from hybrid_retrieval.plots import heatmap  # noqa: PLC0415
+
+    run = wandb.init(
+        project=cfg.wandb_project,
+        job_type="eval",
+        group=f"eval-{cfg.dataset}",
+        dir=str(out),
+        config=summary["config"],
+    )
+    try:
+        langs = result.languages
+        metrics = sorted(result.pair)
+        rows = [[x, y, *(float(result.pair[m][i, j]) for m in metrics)] for i, x in enumerate(langs) for j, y in enumerate(langs)]
+        fig = heatmap(result.pair["map"], langs, title=f"{cfg.dataset} mAP (query → candidate language)")
+        payload = {f"eval/{k}": v for k, v in summary["macro"].items()}
+        payload["eval/pairs"] = wandb.Table(columns=["query_lang", "cand_lang", *metrics], data=rows)
+        payload["eval/map_heatmap"] = wandb.Image(fig)
+        plt.close(fig)
+        run.log(payload)
+    finally:
+        run.finish()
+
+
 def evaluate(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate  # noqa: PLC0415
 
@@ -120,6 +148,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    if cfg.get("wandb"):
+        log_to_wandb(cfg, out, result, summary)
     print(
         f"\n=== LAReQA evaluation: {cfg.dataset} ({len(ds.languages)} languages, {len(corpus.q_texts)} questions, "
         f"{len(corpus.c_texts)} candidates) ==="

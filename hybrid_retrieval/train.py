@@ -61,7 +61,8 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "code_commit": commit, "job_key": key})
+    define_wandb_summaries(loggers)
     ckpt_path = cfg.get("ckpt_path")
     last = out_dir / "checkpoints" / "last.ckpt"
     if cfg.get("resume") and ckpt_path is None and (last.exists() or not _is_multirun()):
@@ -100,6 +101,18 @@ def train(cfg: DictConfig) -> float | None:
         print(f"  run directory                {out_dir}")
         print(f"  checkpoint                   {ckpt or '(none)'}")
     return value
+
+
+def define_wandb_summaries(loggers) -> None:
+    """W&B run summaries: the best mAP / R@k (max) and rank distance (min) of the run, not the last value."""
+    from lightning.pytorch.loggers import WandbLogger  # noqa: PLC0415
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            run = lg.experiment
+            run.define_metric("val/*", summary="max")
+            run.define_metric("val/multi/rank_distance", summary="min")
+            run.define_metric("train/loss", summary="min")
 
 
 def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time_s, commit) -> dict:

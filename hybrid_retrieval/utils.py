@@ -24,8 +24,30 @@ def project_root() -> str:
     return str(Path.cwd())
 
 
+def wandb_group(task_name: str) -> str:
+    """One W&B group per sweep (``{task}-{sweep dir name}``, unique per multirun); the task name for single runs."""
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        return f"{task_name}-{Path(HydraConfig.get().sweep.dir).name}"
+    return task_name
+
+
+def wandb_run_name() -> str | None:
+    """A multirun job's W&B name: its key (the overrides that make it this job); W&B's own name otherwise."""
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+
+    from hybrid_retrieval.sweeps import current_job_key  # noqa: PLC0415
+
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        return current_job_key()
+    return None
+
+
 def register_resolvers() -> None:
     for name, fn in (
+        ("hr_wandb_group", wandb_group),
+        ("hr_wandb_name", wandb_run_name),
         ("hr_root", project_root),
         ("hr_budget_steps", budget_steps),
         ("hr_lr", scaled_lr),

@@ -236,6 +236,7 @@ def test_evaluate_cli_reproduces_training_metrics_from_checkpoint(tiny_data, tin
         *(f"encoder.{a.split('.', 2)[2]}" for a in extra),
         f"hydra.run.dir={out}",
         "run_topk=5",
+        "wandb=true",
     ]
     proc = subprocess.run(
         cmd, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600
@@ -245,12 +246,13 @@ def test_evaluate_cli_reproduces_training_metrics_from_checkpoint(tiny_data, tin
     for key in ("mono/map", "cross/map", "multi/map", "multi/rank_distance", "en-fr/map"):
         assert summary["per_setting"][key] == pytest.approx(trained[f"val/{key}"], abs=1e-4), key
     assert (out / "matrices" / "map.csv").exists() and (out / "matrices" / "map.png").exists()
+    assert list((out / "wandb").glob("offline-run-*"))  # evaluate logged to W&B (offline)
     runs = out / "runs"
     assert (runs / "en-de.run").exists() and (runs / "fr-all.run").exists() and (runs / "qrels.all.txt").exists()
     first = (runs / "en-de.run").read_text().splitlines()[0].split()
     assert first[1] == "Q0" and first[2].startswith("de/") and first[3] == "1"
     # An untrained encoder gives different numbers: the checkpoint really was loaded.
-    cmd_untrained = [c for c in cmd if not c.startswith("ckpt_path=")]
+    cmd_untrained = [c for c in cmd if not c.startswith(("ckpt_path=", "wandb="))]
     cmd_untrained[-2] = f"hydra.run.dir={tmp_path / 'eval0'}"
     subprocess.run(
         cmd_untrained, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True, capture_output=True, timeout=600
@@ -394,3 +396,33 @@ def test_console_shows_each_message_once_and_no_noise(tiny_data, tiny_model_dir,
         assert noise not in console, noise
     log = (run_dir / "train.log").read_text()
     assert "module(s) in eval mode" in log  # the frozen prefix's eval-mode note: kept in the file
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_sweep_and_report(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
+    """The cluster path on one machine: each job in its own process through hydra-submitit-launcher."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    sweep = tmp_path / "sweep"
+    args = [a for a in tiny_overrides(tiny_data, tiny_model_dir, tmp_path / "unused") if not a.startswith("hydra.run")]
+    args = merge(
+        args,
+        [
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=10",
+            "logger=none",
+            "trainer.max_epochs=1",
+            f"hydra.sweep.dir={sweep}",
+            f"results_dir={tmp_path / 'records'}",
+            "data.batch_size=4,8",
+        ],
+    )
+    run_cli(args, tmp_path, multirun=True)
+    assert len(list((tmp_path / "records").glob("*.json"))) == 2
+    assert list(sweep.glob(".submitit/*"))  # the jobs really went through submitit
+    from hybrid_retrieval.report import collect, collect_records
+
+    df, _ = collect(sweep)
+    assert list(df.status) == ["ok", "ok"] and sorted(df.batch_size) == [4, 8]
+    recs, _ = collect_records(tmp_path / "records")
+    assert sorted(recs.batch_size) == [4, 8] and (recs.status == "ok").all()
