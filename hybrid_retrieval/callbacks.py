@@ -110,4 +110,6 @@ class LareqaEvaluator(L.Callback):
             import matplotlib.pyplot as plt  # noqa: PLC0415
 
             plt.close(fig)
-        run.log(payload, step=trainer.global_step)
+        # Lightning's WandbLogger logs `trainer/global_step` as the x-axis metric and never passes step=;
+        # an explicit step= that W&B's own counter has already passed is silently dropped, so do the same.
+        run.log({**payload, "trainer/global_step": trainer.global_step})

@@ -177,3 +177,31 @@ def test_subsample_keeps_gold_consistent(tiny_data):
         assert len(split.candidates) < len(orig.candidates)
         titles = {c.title for c in split.candidates}
         assert titles == {q.title for q in split.questions}  # whole articles, nothing else
+
+
+@pytest.mark.parametrize(
+    ("lines", "where", "expected"),
+    [
+        (['{"id": "a", "langs": {"en": {"query": "q", "positive": "p"}}}'] * 2, "line 2 (id a)", "unique ids"),
+        (['{"langs": {"en": {"query": "q", "positive": "p"}}}'], "line 1", 'an object with an "id"'),
+        (
+            ['{"id": "a", "langs": {"en": {"query": "q", "positive": "p", "negatives": "n"}}}'],
+            "line 1 (id a).langs.en.negatives",
+            "a list of strings",
+        ),
+        ([], "file", "at least one item"),
+        (["", "   "], "file", "at least one item"),
+    ],
+    ids=["duplicate_id", "missing_id", "negatives_not_list", "no_items", "blank_lines_only"],
+)
+def test_jsonl_error_cases_name_file_line_field(tmp_path, lines, where, expected):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+    with pytest.raises(DataFormatError) as err:
+        load_jsonl_items(path)
+    assert err.value.file == str(path) and err.value.item == where and expected in err.value.expected
+
+
+def test_jsonl_missing_file(tmp_path):
+    with pytest.raises(DataFormatError, match=r"missing\.jsonl: file: an existing JSONL file"):
+        load_jsonl_items(tmp_path / "missing.jsonl")

@@ -426,3 +426,36 @@ def test_submitit_local_launcher_sweep_and_report(tiny_data, tiny_model_dir, tmp
     assert list(df.status) == ["ok", "ok"] and sorted(df.batch_size) == [4, 8]
     recs, _ = collect_records(tmp_path / "records")
     assert sorted(recs.batch_size) == [4, 8] and (recs.status == "ok").all()
+
+
+def test_wandb_media_logged_without_explicit_step(monkeypatch):
+    """The heatmap and table must not carry step= (W&B drops a step below its own counter, which
+    Lightning's per-step logging advances, e.g. with log_every_n_steps=1); they ride on trainer/global_step."""
+    import types
+
+    import numpy as np
+    from lightning.pytorch.loggers import WandbLogger
+
+    from hybrid_retrieval.callbacks import LareqaEvaluator
+    from hybrid_retrieval.evaluation.lareqa_eval import EvalResult
+
+    calls = []
+
+    class FakeRun:
+        def log(self, payload, **kwargs):
+            calls.append((payload, kwargs))
+
+    logger = WandbLogger.__new__(WandbLogger)
+    monkeypatch.setattr(WandbLogger, "experiment", property(lambda self: FakeRun()))
+    trainer = types.SimpleNamespace(loggers=[logger], global_step=7)
+    langs = ["en", "de"]
+    result = EvalResult(
+        languages=langs,
+        pair={"map": np.eye(2), "r@1": np.eye(2)},
+        multi={"map": np.ones(2)},
+        n_queries=np.ones((2, 2), dtype=int),
+    )
+    LareqaEvaluator()._to_wandb(trainer, result)
+    ((payload, kwargs),) = calls
+    assert "step" not in kwargs and payload["trainer/global_step"] == 7
+    assert {"val/pairs", "val/map_heatmap"} <= payload.keys()
