@@ -64,3 +64,17 @@ class SaveParamsAtEnd(L.Callback):
         os.makedirs(self.out_dir, exist_ok=True)
         state = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
         torch.save(state, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))
+
+
+class RecordBatches(L.Callback):
+    """Writes every training batch's (epoch, item indices, query langs, passage langs) as JSON lines."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import json
+
+        row = [trainer.current_epoch, batch["items"], batch["query_langs"], batch["passage_langs"]]
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")

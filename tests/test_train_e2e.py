@@ -459,3 +459,32 @@ def test_wandb_media_logged_without_explicit_step(monkeypatch):
     ((payload, kwargs),) = calls
     assert "step" not in kwargs and payload["trainer/global_step"] == 7
     assert {"val/pairs", "val/map_heatmap"} <= payload.keys()
+
+
+def test_real_fit_trains_on_the_samplers_batches_and_epochs_differ(tiny_data, tiny_model_dir, tmp_path):
+    """Under Lightning, set_epoch reaches the hybrid batch sampler: the batches of a real 2-epoch fit are
+    exactly global_batches() for (seed, epoch 0) then (seed, epoch 1), and the two epochs differ."""
+    from hybrid_retrieval.data.lareqa import load_lareqa
+    from hybrid_retrieval.data.pairs import items_from_lareqa
+    from hybrid_retrieval.data.sampler import HybridBatchSampler
+
+    rec = tmp_path / "batches.jsonl"
+    args = [
+        *tiny_overrides(tiny_data, tiny_model_dir, tmp_path / "run"),
+        "logger=none",
+        "seed=3",
+        "+callbacks.rec._target_=tests.helpers.RecordBatches",
+        f"+callbacks.rec.path={rec}",
+    ]
+    run_cli(args, tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    seen = [json.loads(line) for line in rec.read_text().splitlines()]
+    items = items_from_lareqa(load_lareqa(tiny_data[0]))
+    sampler = HybridBatchSampler([it.languages for it in items], batch_size=4, alpha=0.5, batches_per_epoch=3, seed=3)
+    expected = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        expected += [
+            [epoch, [e.item for e in b], [e.query_lang for e in b], [e.passage_lang for e in b]] for b in sampler.global_batches()
+        ]
+    assert seen == expected
+    assert [r[1:] for r in seen[:3]] != [r[1:] for r in seen[3:]]

@@ -67,6 +67,7 @@ class PairCollator:
         out = {
             "query": pad_rows([r[1] for r in rows], self.pad_id),
             "passage": pad_rows([r[2].positive for r in rows], self.pad_id),
+            "items": [e.item for e in examples],  # item indices: what the sampler drew (tests, debugging)
             "query_langs": [e.query_lang for e in examples],
             "passage_langs": [e.passage_lang for e in examples],
         }
