@@ -53,17 +53,24 @@ class NaNAtStepLoss:
 
 
 class SaveParamsAtEnd(L.Callback):
-    """Each rank saves its trainable parameters to ``{out_dir}/rank{r}.pt`` when the fit ends."""
+    """Each rank saves its trainable parameters to ``{out_dir}/rank{r}.pt`` when the fit ends
+    (and ``rank{r}_start.pt`` when it starts)."""
 
     def __init__(self, out_dir: str):
         self.out_dir = out_dir
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    def _save(self, trainer, pl_module, suffix: str) -> None:
         import torch
 
         os.makedirs(self.out_dir, exist_ok=True)
         state = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
-        torch.save(state, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))
+        torch.save(state, os.path.join(self.out_dir, f"rank{trainer.global_rank}{suffix}.pt"))
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "_start")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "")
 
 
 class RecordBatches(L.Callback):

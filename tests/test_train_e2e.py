@@ -488,3 +488,39 @@ def test_real_fit_trains_on_the_samplers_batches_and_epochs_differ(tiny_data, ti
         ]
     assert seen == expected
     assert [r[1:] for r in seen[:3]] != [r[1:] for r in seen[3:]]
+
+
+@pytest.mark.slow
+def test_ddp_fit_equals_single_process_fit(tiny_data, tiny_model_dir, tmp_path):
+    """trainer=ddp_cpu (2 ranks × 2 pairs, gathered negatives) ends with identical parameters on both ranks,
+    equal (≤ 1e-4) to one process training on the same global batches of 4 (dropout off)."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig
+
+    model_dir = tmp_path / "no-dropout"
+    shutil.copytree(tiny_model_dir, model_dir)
+    cfg = AutoConfig.from_pretrained(model_dir)
+    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
+    cfg.save_pretrained(model_dir)
+    common = [
+        *tiny_overrides(tiny_data, model_dir, tmp_path / "unused"),
+        "logger=none",
+        "trainer.max_epochs=1",
+        "model.optimizer.lr=1e-3",  # big enough steps that a wrong gradient would show
+        "+callbacks.save_params._target_=tests.helpers.SaveParamsAtEnd",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for name, extra in (("ddp", ["trainer=ddp_cpu"]), ("single", [])):
+        args = [*common, *extra, f"hydra.run.dir={tmp_path / name}", f"+callbacks.save_params.out_dir={tmp_path / name / 'p'}"]
+        run_cli(args, tmp_path, env=env)
+    r0, r1 = (torch.load(tmp_path / "ddp" / "p" / f"rank{r}.pt") for r in (0, 1))
+    single = torch.load(tmp_path / "single" / "p" / "rank0.pt")
+    assert r0.keys() == r1.keys() == single.keys()
+    start = torch.load(tmp_path / "single" / "p" / "rank0_start.pt")
+    for k in single:
+        assert torch.equal(r0[k], r1[k]), k
+        assert float((r0[k] - single[k]).abs().max()) <= 1e-4, k
+    # not vacuous: training moved the weights far more than the tolerance
+    assert max(float((single[k] - start[k]).abs().max()) for k in single) > 1e-3
