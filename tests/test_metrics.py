@@ -72,3 +72,65 @@ def test_map_cutoff_divides_by_min_r_k():
     got = ours(scores, [[0, 25]])  # ranks 1 and 26 -> map@20 = (1/1)/2
     assert got["map@20"][0] == pytest.approx(0.5)
     assert got["map"][0] == pytest.approx((1 + 2 / 26) / 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lareqa_aggregation_against_pytrec_eval_on_partial_coverage(tmp_path, seed):
+    """Every X→Y and X→all value of evaluate_embeddings, recomputed by pytrec_eval from the written run and
+    qrels files (random embeddings; MLQA-style coverage: not every question exists in every language);
+    rank distance recomputed from the run files; the block size changes no number."""
+    import torch
+
+    from hybrid_retrieval.data.lareqa import load_lareqa
+    from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, evaluate_embeddings
+    from tests.conftest import make_lareqa
+
+    root = make_lareqa(
+        tmp_path / "mlqa-like",
+        languages=("en", "de", "es", "fr"),
+        n_articles=3,
+        seed=seed,
+        coverage=lambda i: {"en", "de", "es", "fr"} if i % 3 == 0 else ({"en", "de"} if i % 3 == 1 else {"en", "es", "fr"}),
+    )
+    corpus = EvalCorpus.from_dataset(load_lareqa(root, name="mlqa-like"))
+    g = torch.Generator().manual_seed(seed)
+    q = torch.nn.functional.normalize(torch.randn(len(corpus.q_texts), 8, generator=g), dim=-1)
+    c = torch.nn.functional.normalize(torch.randn(len(corpus.c_texts), 8, generator=g), dim=-1)
+    writer = TrecRunWriter(tmp_path / "runs", corpus, top_k=None)
+    result = evaluate_embeddings(corpus, q, c, block=5, run_writer=writer)
+    writer.close()
+    for block in (1, 3, 256):
+        again = evaluate_embeddings(corpus, q, c, block=block).flat()
+        assert again == pytest.approx(result.flat(), abs=1e-12), block  # summation order only
+
+    def read(path):
+        out: dict = {}
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if path.suffix == ".run":  # score from the rank: no ties from rounding in the file
+                out.setdefault(parts[0], {})[parts[2]] = 1e6 - int(parts[3])
+            else:
+                out.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+        return out
+
+    langs = result.languages
+    for i, x in enumerate(langs):
+        for j, y in enumerate([*langs, "all"]):
+            run = read(tmp_path / "runs" / f"{x}-{y}.run")
+            qrels = read(tmp_path / "runs" / f"qrels.{y}.txt")
+            qrels = {k: v for k, v in qrels.items() if k in run}
+            ev = pytrec_eval.RelevanceEvaluator(qrels, {"map", "recall.1,10"}).evaluate(run)
+            assert len(ev) == len(run) > 0
+            got = {
+                m: float(np.mean([r[k] for r in ev.values()]))
+                for m, k in (("map", "map"), ("r@1", "recall_1"), ("r@10", "recall_10"))
+            }
+            mine = {m: (result.pair[m][i, j] if y != "all" else result.multi[m][i]) for m in got}
+            for m in got:
+                assert mine[m] == pytest.approx(got[m], abs=1e-9), (x, y, m)
+            if y == "all":  # rank distance: worst − best rank of a query's relevant candidates
+                dist = []
+                for qid, docs in run.items():
+                    ranks = sorted(1e6 - s for d, s in docs.items() if qrels[qid].get(d))
+                    dist.append(ranks[-1] - ranks[0])
+                assert result.multi["rank_distance"][i] == pytest.approx(np.mean(dist), abs=1e-9), x
