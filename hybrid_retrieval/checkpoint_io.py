@@ -15,6 +15,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
@@ -24,3 +25,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             if tmp.exists():
                 tmp.unlink()
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete ``*.tmp-{pid}`` files left by a process killed mid-save (its pid no longer runs)."""
+    for tmp in folder.glob("*.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1])
+            if pid != os.getpid():
+                os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            continue

@@ -85,3 +85,35 @@ class RecordBatches(L.Callback):
         row = [trainer.current_epoch, batch["items"], batch["query_langs"], batch["passage_langs"]]
         with open(self.path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
+
+
+def _atomic_io():
+    from hybrid_retrieval.checkpoint_io import AtomicCheckpointIO
+
+    return AtomicCheckpointIO
+
+
+class KillDuringSave:
+    """Checkpoint IO that, at its ``kill_at``-th save, writes half a temporary file and SIGKILLs the process
+    (a kill in the middle of a checkpoint write); ``once_file`` makes it happen only once."""
+
+    def __new__(cls, kill_at: int = 2, once_file: str | None = None):
+        base = _atomic_io()
+
+        class _IO(base):
+            calls = 0
+
+            def save_checkpoint(self, checkpoint, path, storage_options=None):
+                type(self).calls += 1
+                if type(self).calls == kill_at and not (once_file and os.path.exists(once_file)):
+                    from pathlib import Path
+
+                    path = Path(path)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.with_name(f"{path.name}.tmp-{os.getpid()}").write_bytes(b"PK\x03\x04 half a checkpoint")
+                    if once_file:
+                        open(once_file, "w").close()
+                    os.kill(os.getpid(), signal.SIGKILL)
+                super().save_checkpoint(checkpoint, path, storage_options)
+
+        return _IO()

@@ -524,3 +524,29 @@ def test_ddp_fit_equals_single_process_fit(tiny_data, tiny_model_dir, tmp_path):
         assert float((r0[k] - single[k]).abs().max()) <= 1e-4, k
     # not vacuous: training moved the weights far more than the tolerance
     assert max(float((single[k] - start[k]).abs().max()) for k in single) > 1e-3
+
+
+def test_kill_during_checkpoint_write_then_resume(tiny_data, tiny_model_dir, tmp_path):
+    """SIGKILL in the middle of writing the second checkpoint: last.ckpt still loads (the first one), the
+    rerun resumes from it, and the dead process's temporary file is removed."""
+    import torch
+
+    run_dir = tmp_path / "run"
+    common = [*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=none", "trainer.max_epochs=2"]
+    kill = [
+        "trainer.plugins.0._target_=tests.helpers.KillDuringSave",
+        "+trainer.plugins.0.kill_at=2",
+        f"+trainer.plugins.0.once_file={tmp_path / 'killed'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = run_cli([*common, *kill], tmp_path, env=env, check=False)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    ckpts = run_dir / "checkpoints"
+    assert list(ckpts.glob("*.tmp-*"))  # the half-written file of the killed save
+    state = torch.load(ckpts / "last.ckpt", weights_only=False)  # still a complete checkpoint
+    assert state["global_step"] == 2
+    proc = run_cli([*common, *kill, "resume=true"], tmp_path, env=env)
+    log = proc.stdout + proc.stderr
+    assert "resume=true: continuing from" in log and "resume-step2.ckpt" in log, log[-3000:]
+    assert json.loads((run_dir / "final_metrics.json").read_text())["global_step"] == 6
+    assert not list(ckpts.glob("*.tmp-*"))
