@@ -30,19 +30,26 @@ class LareqaEvaluator(L.Callback):
         super().__init__()
         self.prefix, self.out_dir, self.block, self.plot = prefix, out_dir, block, plot
         self.last: EvalResult | None = None
+        self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, embeddings) of this epoch
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._chunks = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if outputs is not None:
+            self._chunks.append(outputs)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         dm = trainer.datamodule
-        chunks = pl_module._eval_chunks
+        chunks, self._chunks = self._chunks, []
         dim = pl_module.encoder.dim
         index = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
         emb = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dim)
         device = pl_module.device
         index = all_gather_variable(index.to(device)).cpu()
         emb = all_gather_variable(emb.to(device)).cpu()
-        pl_module._eval_chunks = []
         flat: dict[str, float] | None = None
         if trainer.is_global_zero:
             n_total = len(dm.eval_ids)

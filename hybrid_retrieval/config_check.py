@@ -1,4 +1,7 @@
-"""Validate user-facing config values before any work starts: one line naming key, value, what is allowed."""
+"""Validate user-facing config values before any work starts: one line naming key, value, what is allowed.
+
+Allowed values come from the classes that enforce them (one source of truth); this module only makes the
+failure early, before any model or data loads, and names the config key."""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hybrid_retrieval.data.sampler import ALPHA_SCHEDULES
+from hybrid_retrieval.data.sampler import ALPHA_SCHEDULES, CROSS_MODES
+from hybrid_retrieval.models.encoder import POOLINGS, PREFIX_CACHE_DTYPES
+from hybrid_retrieval.models.loss import SIMILARITIES
+from hybrid_retrieval.models.module import NONFINITE_POLICIES
 from hybrid_retrieval.offline_model import OFFLINE_MODEL_NAME
 
 
@@ -66,7 +72,7 @@ def validate_config(cfg: DictConfig) -> None:
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= float(alpha) <= 1.0:
         raise ConfigError("data.sampler.alpha", alpha, "expected a probability in [0, 1]")
     mode = _get(cfg, "data.sampler.cross_mode", "batch")
-    if mode not in ("batch", "example"):
+    if mode not in CROSS_MODES:
         raise ConfigError("data.sampler.cross_mode", mode, "expected 'batch' or 'example'")
     _int(cfg, "data.sampler.batches_per_epoch", allow_none=True)
     _int(cfg, "data.sampler.min_pool", allow_none=True)
@@ -96,22 +102,22 @@ def validate_config(cfg: DictConfig) -> None:
     if prefix_cache and train_layers is None:
         raise ConfigError("model.encoder.prefix_cache", prefix_cache, "needs model.encoder.train_layers=k (the frozen prefix)")
     dtype = _get(cfg, "model.encoder.prefix_cache_dtype", "fp16")
-    if dtype not in ("fp16", "fp32"):
+    if dtype not in PREFIX_CACHE_DTYPES:
         raise ConfigError("model.encoder.prefix_cache_dtype", dtype, "expected 'fp16' or 'fp32'")
     pooling = _get(cfg, "model.encoder.pooling", "mean")
-    if pooling not in ("mean", "cls"):
+    if pooling not in POOLINGS:
         raise ConfigError("model.encoder.pooling", pooling, "expected 'mean' or 'cls'")
     t = _get(cfg, "model.loss.temperature", 0.05)
     if not isinstance(t, int | float) or t <= 0:
         raise ConfigError("model.loss.temperature", t, "expected a positive number")
     sim = _get(cfg, "model.loss.similarity", "cosine")
-    if sim not in ("cosine", "dot"):
+    if sim not in SIMILARITIES:
         raise ConfigError("model.loss.similarity", sim, "expected 'cosine' or 'dot'")
     lr = _get(cfg, "model.optimizer.lr", 1e-5)
     if not isinstance(lr, int | float) or lr <= 0:
         raise ConfigError("model.optimizer.lr", lr, "expected a positive learning rate")
     nonfinite = _get(cfg, "model.nonfinite", "raise")
-    if nonfinite not in ("raise", "skip"):
+    if nonfinite not in NONFINITE_POLICIES:
         raise ConfigError("model.nonfinite", nonfinite, "expected 'raise' or 'skip'")
     name = str(_get(cfg, "model.encoder.name", OFFLINE_MODEL_NAME))
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"

@@ -94,6 +94,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_big_batch(tmp_path):
     out = tmp_path / "rank0.pt"
     mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="spawn")

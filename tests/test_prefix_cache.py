@@ -182,6 +182,7 @@ def _build_worker(cache_root, model_dir, out_q):
     out_q.put((str(states.path), float(np.asarray(states.states, dtype=np.float64).sum())))
 
 
+@pytest.mark.slow
 def test_two_jobs_building_the_same_entry(tiny_model_dir, tmp_path):
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Every test here runs the CLI in fresh processes: `pytest -m "not slow"` is the quick loop (CI runs all).
+pytestmark = pytest.mark.slow
 
 
 def merge(*groups: list[str]) -> list[str]:

@@ -20,11 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hybrid_retrieval.data.collate import pad_rows
+from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.lareqa import LareqaDataset, load_lareqa, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
 from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, sampling_record
-from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus
 from hybrid_retrieval.models.prefix_cache import model_rows
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,11 @@ class HybridDataModule(L.LightningDataModule):
         self.eval_dataset: LareqaDataset | None = None
         self.corpus: EvalCorpus | None = None
         self.train_sampler: HybridBatchSampler | None = None
+        # Filled by setup(): declared here so every field has one owner and exists from the start.
+        self.train_dataset: LareqaDataset | None = None
+        self.tokenized: list[dict[str, TokenizedView]] = []  # per item: language -> model rows
+        self.eval_ids: list = []  # evaluation rows: questions first, then candidates
+        self.n_eval_queries = 0
 
     # The module's encoder supplies tokenizer, prefixes and max length.
     def attach_encoder(self, encoder) -> None:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 ALPHA_SCHEDULES = ("bernoulli", "stratified")
+CROSS_MODES = ("batch", "example")
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class HybridBatchSampler:
             raise ValueError(f"rank={rank}, world_size={world_size}: expected 0 <= rank < world_size")
         if batch_size % world_size:
             raise ValueError(f"batch_size={batch_size} (global) must be divisible by world_size={world_size}")
-        if cross_mode not in ("batch", "example"):
+        if cross_mode not in CROSS_MODES:
             raise ValueError(f"cross_mode={cross_mode!r}: expected 'batch' or 'example'")
         if alpha_schedule not in ALPHA_SCHEDULES:
             raise ValueError(f"alpha_schedule={alpha_schedule!r}: expected one of {ALPHA_SCHEDULES}")

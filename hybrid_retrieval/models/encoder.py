@@ -58,6 +58,10 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(resolve_model_path(name))
 
 
+POOLINGS = ("mean", "cls")
+PREFIX_CACHE_DTYPES = ("fp16", "fp32")
+
+
 def split_backbone(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
     """(embeddings, transformer layers) of a BERT/XLM-R-family encoder, or a one-line error.
 
@@ -103,7 +107,7 @@ class DualEncoder(nn.Module):
         prefix_cache_dtype: str = "fp16",
     ):
         super().__init__()
-        if pooling not in ("mean", "cls"):
+        if pooling not in POOLINGS:
             raise ValueError(f"model.encoder.pooling={pooling!r}: expected 'mean' or 'cls'")
         if max_length < 8:
             raise ValueError(f"model.encoder.max_length={max_length}: expected >= 8")
@@ -123,7 +127,7 @@ class DualEncoder(nn.Module):
         self.train_layers, self.prefix_cache, self.prefix_cache_dtype = train_layers, bool(prefix_cache), prefix_cache_dtype
         if prefix_cache and train_layers is None:
             raise ValueError("model.encoder.prefix_cache=true needs model.encoder.train_layers=k (the frozen prefix to cache)")
-        if prefix_cache_dtype not in ("fp16", "fp32"):
+        if prefix_cache_dtype not in PREFIX_CACHE_DTYPES:
             raise ValueError(f"model.encoder.prefix_cache_dtype={prefix_cache_dtype!r}: expected 'fp16' or 'fp32'")
         self.split_layer = 0  # layers below this index are frozen (0 = nothing frozen)
         if train_layers is not None:

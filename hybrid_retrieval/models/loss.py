@@ -10,6 +10,8 @@ from torch import nn
 
 from hybrid_retrieval.models.distributed import all_gather_with_grad, world_info
 
+SIMILARITIES = ("cosine", "dot")
+
 
 class InfoNCELoss(nn.Module):
     """Contrastive loss over a (queries × passages) similarity matrix.
@@ -34,7 +36,7 @@ class InfoNCELoss(nn.Module):
         gather_across_devices: bool = True,
     ):
         super().__init__()
-        if similarity not in ("cosine", "dot"):
+        if similarity not in SIMILARITIES:
             raise ValueError(f"loss.similarity={similarity!r}: expected 'cosine' or 'dot'")
         if not min_temperature <= temperature <= max_temperature or temperature <= 0:
             raise ValueError(f"loss.temperature={temperature}: expected within [{min_temperature}, {max_temperature}], > 0")

@@ -23,6 +23,9 @@ from hybrid_retrieval.models.loss import InfoNCELoss
 log = logging.getLogger(__name__)
 
 
+NONFINITE_POLICIES = ("raise", "skip")
+
+
 class NonFiniteLossError(FloatingPointError):
     pass
 
@@ -46,13 +49,12 @@ class HybridRetrievalModule(L.LightningModule):
         self.chunk_size = (grad_cache or {}).get("chunk_size")
         self.bucket_size = (grad_cache or {}).get("bucket_size")
         self.gradient_clip_val = gradient_clip_val
-        if nonfinite not in ("raise", "skip"):
+        if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"model.nonfinite={nonfinite!r}: expected 'raise' or 'skip'")
         self.nonfinite = nonfinite
         self.warmup_ratio = warmup_ratio
         self.skipped_batches = 0
         self._pending_rng: dict | None = None
-        self._eval_chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
         # Frozen-prefix runs checkpoint only what trains (+ optimizer): the frozen weights are the base
         # model's, identified by a digest that loading checks (so Lightning must not demand those keys).
         self._frozen_keys = [f"encoder.{n}" for n in encoder.frozen_state_names()]
@@ -175,10 +177,9 @@ class HybridRetrievalModule(L.LightningModule):
         return min(total, trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else total
 
     # ---------------------------------------------------------------- validation
-    def on_validation_epoch_start(self) -> None:
-        self._eval_chunks = []
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeds one batch of evaluation texts; returns (text indices (b,), embeddings (b, dim)) on the CPU,
+        which :class:`~hybrid_retrieval.callbacks.LareqaEvaluator` collects and scores."""
         dm = self.trainer.datamodule
         index = batch["index"]  # (b,)
         n_q = dm.n_eval_queries
@@ -188,7 +189,7 @@ class HybridRetrievalModule(L.LightningModule):
         for kind, sel in (("query", is_q), ("passage", ~is_q)):
             if sel.any():
                 emb[sel] = self.encoder.encode({k: v[sel] for k, v in feats.items()}, kind).float()
-        self._eval_chunks.append((index.cpu(), emb.detach().cpu()))
+        return index.cpu(), emb.detach().cpu()
 
 
 def check_frozen_prefix(checkpoint: dict, state: dict[str, torch.Tensor], prefix: str, where: str) -> list[str]:
