@@ -107,9 +107,21 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    encoder = instantiate(cfg.encoder)
-    if cfg.get("ckpt_path"):
-        load_checkpoint_into(encoder, cfg.ckpt_path)
+    encoder = None
+    if cfg.get("ckpt_path") and cfg.get("encoder_from_checkpoint", True):
+        from hybrid_retrieval.export import encoder_from_checkpoint  # noqa: PLC0415
+
+        try:  # the checkpoint's own encoder settings (name, pooling, prefixes, max_length, frozen prefix)
+            encoder = encoder_from_checkpoint(cfg.ckpt_path, prefix_cache=bool(cfg.encoder.get("prefix_cache", False)))
+            log.info("encoder settings from the checkpoint: %s", encoder.init_config)
+        except ValueError as err:
+            if "does not record its encoder settings" not in str(err):
+                raise
+            log.warning("%s: using the configured encoder", err)
+    if encoder is None:
+        encoder = instantiate(cfg.encoder)
+        if cfg.get("ckpt_path"):
+            load_checkpoint_into(encoder, cfg.ckpt_path)
     encoder.to(device).eval()
     timings["load_model_s"] = time.perf_counter() - t0
 
@@ -138,7 +150,7 @@ def evaluate(cfg: DictConfig) -> dict:
     macro = result.macro()
     summary = {
         "dataset": cfg.dataset,
-        "encoder": cfg.encoder.name,
+        "encoder": encoder.init_config,
         "ckpt_path": cfg.get("ckpt_path"),
         "n_questions": len(corpus.q_texts),
         "n_candidates": len(corpus.c_texts),

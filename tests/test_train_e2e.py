@@ -552,3 +552,30 @@ def test_kill_during_checkpoint_write_then_resume(tiny_data, tiny_model_dir, tmp
     assert "resume=true: continuing from" in log and "resume-step2.ckpt" in log, log[-3000:]
     assert json.loads((run_dir / "final_metrics.json").read_text())["global_step"] == 6
     assert not list(ckpts.glob("*.tmp-*"))
+
+
+def test_export_loads_in_sentence_transformers_with_our_embeddings(tiny_data, tiny_model_dir, tmp_path):
+    """The exported directory: SentenceTransformer(out).encode(..., prompt_name=...) gives the project's own
+    embeddings (cosine >= 0.9999) in several languages, and AutoModel loads it as a plain transformers model."""
+    st = pytest.importorskip("sentence_transformers")
+    import torch
+    from transformers import AutoModel
+
+    from hybrid_retrieval.evaluation.encode import encode_texts
+    from hybrid_retrieval.export import encoder_from_checkpoint, main
+
+    run_dir = tmp_path / "run"
+    run_cli([*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=none", "model.optimizer.lr=5e-3"], tmp_path)
+    out = tmp_path / "exported"
+    main([str(run_dir / "checkpoints" / "last.ckpt"), str(out)])
+    model = st.SentenceTransformer(str(out), device="cpu")
+    assert model.max_seq_length == 32
+    ours = encoder_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    texts = ["How long is the Danube?", "Wie lang ist die Donau?", "¿Cuánto mide el Danubio?", "多瑙河有多长？", "Дунай длинный"]
+    for kind in ("query", "passage"):
+        a = torch.as_tensor(model.encode(texts, prompt_name=kind, convert_to_numpy=True))
+        b = encode_texts(ours, texts, kind)
+        assert float(torch.nn.functional.cosine_similarity(a, b, dim=-1).min()) >= 0.9999, kind
+    untrained = encode_texts(ours.__class__(name=str(tiny_model_dir), max_length=32).eval(), texts, "passage")
+    assert float(torch.nn.functional.cosine_similarity(untrained, a, dim=-1).min()) < 0.9999  # the trained weights went out
+    assert AutoModel.from_pretrained(out).config.hidden_size == 32

@@ -107,6 +107,18 @@ class DualEncoder(nn.Module):
         prefix_cache_dtype: str = "fp16",
     ):
         super().__init__()
+        # What rebuilds this encoder (stored in checkpoints, so evaluate/export need no repeated settings).
+        self.init_config = {
+            "name": name,
+            "pooling": pooling,
+            "normalize": normalize,
+            "query_prefix": query_prefix,
+            "passage_prefix": passage_prefix,
+            "max_length": max_length,
+            "shared": shared,
+            "freeze_embeddings": freeze_embeddings,
+            "train_layers": train_layers,
+        }
         if pooling not in POOLINGS:
             raise ValueError(f"model.encoder.pooling={pooling!r}: expected 'mean' or 'cls'")
         if max_length < 8:

@@ -77,6 +77,7 @@ class HybridRetrievalModule(L.LightningModule):
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "skipped_batches": self.skipped_batches,
+            "encoder": dict(self.encoder.init_config),  # rebuilds the encoder: evaluate / export need nothing else
         }
         if self._frozen_keys:
             for k in self._frozen_keys:

@@ -1,0 +1,75 @@
+"""Export a trained checkpoint as a sentence-transformers model (also a plain transformers model directory).
+
+    python -m hybrid_retrieval.export logs/xquad_r/runs/<run>/checkpoints/last.ckpt exported/my-retriever
+
+The checkpoint describes its encoder (name, pooling, prefixes, max length, frozen prefix), so nothing else
+is needed. ``OUT`` then loads with ``SentenceTransformer(OUT)`` — Transformer + Pooling (+ Normalize), the
+query / passage prefixes as prompts ``query`` and ``passage``, ``max_seq_length`` — and with
+``AutoModel.from_pretrained(OUT)``. A frozen-prefix checkpoint is completed with its base model's
+frozen layers (checked against the digest it recorded). Needs ``pip install sentence-transformers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+
+def encoder_from_checkpoint(ckpt_path: str | Path, **overrides):
+    """The :class:`DualEncoder` a checkpoint was trained with, its weights loaded (``overrides``: e.g. a
+    local ``name`` for the base model, or ``prefix_cache=True``)."""
+    from hybrid_retrieval.evaluate import load_checkpoint_into  # noqa: PLC0415
+    from hybrid_retrieval.models.encoder import DualEncoder  # noqa: PLC0415
+
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    record = (torch.load(path, map_location="cpu", weights_only=False).get("hybrid_retrieval") or {}).get("encoder")
+    if record is None:
+        raise ValueError(
+            f"{path}: the checkpoint does not record its encoder settings (older than this version); pass them explicitly"
+        )
+    encoder = DualEncoder(**{**record, **overrides})
+    load_checkpoint_into(encoder, str(path))
+    return encoder.eval()
+
+
+def export_sentence_transformers(encoder, out: str | Path) -> Path:
+    """Write ``encoder`` as a sentence-transformers directory whose root is a transformers model."""
+    try:
+        from sentence_transformers import SentenceTransformer, models  # noqa: PLC0415
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise SystemExit("export needs sentence-transformers: pip install sentence-transformers") from err
+    if not encoder.shared:
+        raise SystemExit("export: separate query and passage towers (shared=false) do not fit one sentence-transformers model")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder.query_model.save_pretrained(out)
+    encoder.tokenizer.save_pretrained(out)
+    transformer = models.Transformer(str(out), max_seq_length=encoder.max_length)
+    modules = [transformer, models.Pooling(transformer.get_word_embedding_dimension(), encoder.pooling)]
+    if encoder.normalize:
+        modules.append(models.Normalize())
+    prompts = {"query": encoder.query_prefix, "passage": encoder.passage_prefix}
+    st = SentenceTransformer(modules=modules, prompts=prompts, similarity_fn_name="cosine" if encoder.normalize else "dot")
+    st.save(str(out))
+    (out / "hybrid_retrieval.json").write_text(json.dumps({"encoder": encoder.init_config}, indent=1))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint", help="a hybrid_retrieval Lightning checkpoint (.ckpt)")
+    ap.add_argument("out", help="output directory")
+    ap.add_argument("--base", help="load the base model from here instead of the recorded name (e.g. offline copy)")
+    args = ap.parse_args(argv)
+    overrides = {"name": args.base} if args.base else {}
+    out = export_sentence_transformers(encoder_from_checkpoint(args.checkpoint, **overrides), args.out)
+    print(f"exported: {out}  (SentenceTransformer('{out}').encode(texts, prompt_name='query' | 'passage'))")
+
+
+if __name__ == "__main__":
+    main()
