@@ -1,0 +1,173 @@
+"""Search your own corpus with a trained retriever: build a faiss index once, query it many times.
+
+    # index a corpus (JSONL: {"id", "text"[, "title"]} per line, or TSV: id<TAB>text[<TAB>title])
+    python -m hybrid_retrieval.search index --ckpt last.ckpt --corpus docs.jsonl --index my_index/
+    python -m hybrid_retrieval.search index --corpus docs.tsv --index my_index/ --kind hnsw   # approximate
+    # query it: from the command line (prints the top hits) or a file (writes a TREC run)
+    python -m hybrid_retrieval.search query --index my_index/ -q "Wie lang ist die Donau?" -k 5
+    python -m hybrid_retrieval.search query --index my_index/ --queries queries.tsv --run out.run -k 100
+
+The index folder holds ``index.faiss``, ``ids.json`` (row -> document id) and ``meta.json`` (the encoder
+settings, checkpoint and index kind), so querying needs only ``--index``. ``--ckpt`` omitted = the
+untrained offline default encoder. Exact inner-product search (``IndexFlatIP``) by default; ``hnsw``
+(``IndexHNSWFlat``, inner product) trades a little recall for speed (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hybrid_retrieval.data.lareqa import DataFormatError
+
+
+def read_texts(path: str | Path) -> tuple[list[str], list[str]]:
+    """(ids, texts) from JSONL (``id``, ``text``, optional ``title``) or TSV (id, text[, title]); the title is
+    prepended to the text. Errors name the file, the line and what was expected."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(path, "file", "an existing JSONL or TSV file")
+    ids, texts, seen = [], [], set()
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if path.suffix == ".jsonl":
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataFormatError(path, f"line {n}", f"one JSON object per line ({err.msg})") from err
+                if not isinstance(obj, dict) or "id" not in obj or not isinstance(obj.get("text"), str):
+                    raise DataFormatError(path, f"line {n}", 'an object with "id" and "text" (string)')
+                doc_id, text, title = str(obj["id"]), obj["text"], obj.get("title") or ""
+            else:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 2:
+                    raise DataFormatError(path, f"line {n}", "id<TAB>text[<TAB>title]")
+                doc_id, text, title = parts[0], parts[1], (parts[2] if len(parts) > 2 else "")
+            if doc_id in seen:
+                raise DataFormatError(path, f"line {n} (id {doc_id})", "unique ids")
+            seen.add(doc_id)
+            ids.append(doc_id)
+            texts.append(f"{title}. {text}" if title else text)
+    if not ids:
+        raise DataFormatError(path, "file", "at least one line")
+    return ids, texts
+
+
+def load_encoder(ckpt: str | None, base: str | None = None):
+    from hybrid_retrieval.models.encoder import DualEncoder  # noqa: PLC0415
+
+    if ckpt:
+        from hybrid_retrieval.export import encoder_from_checkpoint  # noqa: PLC0415
+
+        return encoder_from_checkpoint(ckpt, **({"name": base} if base else {}))
+    return DualEncoder(**({"name": base} if base else {})).eval()
+
+
+def build_index(emb: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ef_construction: int = 200):
+    """A faiss inner-product index over (n, dim) float32 embeddings."""
+    import faiss  # noqa: PLC0415
+
+    dim = emb.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+    else:
+        raise ValueError(f"--kind {kind!r}: expected 'flat' or 'hnsw'")
+    index.add(np.ascontiguousarray(emb, dtype=np.float32))
+    return index
+
+
+def cmd_index(args) -> None:
+    import faiss  # noqa: PLC0415
+
+    from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
+
+    ids, texts = read_texts(args.corpus)
+    encoder = load_encoder(args.ckpt, args.base)
+    t0 = time.perf_counter()
+    emb = encode_texts(encoder, texts, "passage", batch_size=args.batch_size, progress=True).numpy()
+    t_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index = build_index(emb, args.kind, args.hnsw_m)
+    t_idx = time.perf_counter() - t0
+    out = Path(args.index)
+    out.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index, str(out / "index.faiss"))
+    (out / "ids.json").write_text(json.dumps(ids))
+    meta = {"encoder": encoder.init_config, "ckpt": args.ckpt, "base": args.base, "kind": args.kind, "n": len(ids)}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    print(f"indexed {len(ids)} documents ({args.kind}) in {out}: encode {t_enc:.1f} s, index {t_idx:.2f} s")
+
+
+def cmd_query(args) -> None:
+    import faiss  # noqa: PLC0415
+
+    from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
+
+    folder = Path(args.index)
+    meta = json.loads((folder / "meta.json").read_text())
+    ids = json.loads((folder / "ids.json").read_text())
+    index = faiss.read_index(str(folder / "index.faiss"))
+    if meta["kind"] == "hnsw":
+        index.hnsw.efSearch = args.ef_search
+    if args.queries:
+        qids, qtexts = read_texts(args.queries)
+    elif args.query:
+        qids, qtexts = [f"q{i + 1}" for i in range(len(args.query))], list(args.query)
+    else:
+        raise SystemExit("give --query/-q TEXT or --queries FILE")
+    encoder = load_encoder(meta["ckpt"], meta.get("base"))
+    t0 = time.perf_counter()
+    q = encode_texts(encoder, qtexts, "query", batch_size=args.batch_size).numpy()
+    scores, rows = index.search(np.ascontiguousarray(q, dtype=np.float32), args.k)
+    took = time.perf_counter() - t0
+    if args.run:
+        with open(args.run, "w", encoding="utf-8") as fh:
+            for qid, srow, rrow in zip(qids, scores, rows, strict=True):
+                for rank, (s, r) in enumerate(zip(srow, rrow, strict=True), 1):
+                    if r >= 0:
+                        fh.write(f"{qid} Q0 {ids[r]} {rank} {s:.6f} hybrid_retrieval\n")
+        print(f"{len(qids)} queries in {took:.2f} s -> {args.run}")
+        return
+    for qid, text, srow, rrow in zip(qids, qtexts, scores, rows, strict=True):
+        print(f"[{qid}] {text}")
+        for rank, (s, r) in enumerate(zip(srow, rrow, strict=True), 1):
+            if r >= 0:
+                print(f"  {rank:>3}. {s:.4f}  {ids[r]}")
+    print(f"({len(qids)} queries, {took:.2f} s incl. encoding)", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ix = sub.add_parser("index", help="encode a corpus and save a faiss index")
+    ix.add_argument("--corpus", required=True, help="JSONL (id, text[, title]) or TSV (id, text[, title])")
+    ix.add_argument("--index", required=True, help="output folder")
+    ix.add_argument("--ckpt", help="a hybrid_retrieval checkpoint (default: the untrained offline encoder)")
+    ix.add_argument("--base", help="base model name/path overriding the recorded one")
+    ix.add_argument("--kind", default="flat", choices=["flat", "hnsw"])
+    ix.add_argument("--hnsw-m", type=int, default=32, dest="hnsw_m")
+    ix.add_argument("--batch-size", type=int, default=128, dest="batch_size")
+    qp = sub.add_parser("query", help="search an index")
+    qp.add_argument("--index", required=True)
+    qp.add_argument("-q", "--query", action="append", help="a query text (repeatable)")
+    qp.add_argument("--queries", help="JSONL or TSV of queries (id, text)")
+    qp.add_argument("-k", type=int, default=10)
+    qp.add_argument("--run", help="write a TREC run file instead of printing")
+    qp.add_argument("--ef-search", type=int, default=128, dest="ef_search", help="HNSW search breadth")
+    qp.add_argument("--batch-size", type=int, default=128, dest="batch_size")
+    args = ap.parse_args(argv)
+    {"index": cmd_index, "query": cmd_query}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
