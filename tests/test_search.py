@@ -50,7 +50,7 @@ def test_index_and_query_equal_brute_force(tmp_path, tiny_model_dir, tiny_encode
     def read(path):
         out = {}
         for line in path.read_text().splitlines():
-            qid, _, doc, rank, *_ = line.split()
+            qid, _, doc, *_ = line.split()
             out.setdefault(qid, []).append(doc)
         return out
 
