@@ -391,10 +391,10 @@ def study_report(
                     + " |"
                 )
             mix = main.groupby("batch_size").agg(
-                mono=("mono_languages", lambda s: " / ".join(sorted(set(s)))),
+                mono=("mono_languages", lambda s: " ".join(sorted({lang for x in s if x for lang in x.split()})) or "–"),
                 cross_used=("cross_pairs_used", "max"),
                 cross_feasible=("cross_pairs_feasible", "max"),
-                excluded=("excluded", lambda s: " / ".join(sorted({x for x in s if x})) or "none"),
+                excluded=("excluded", _excluded_summary),
             )
             lines.append("\nWhat the sampler really used (over all jobs of a batch size):\n")
             lines.append("| batch | mono languages drawn | cross pairs drawn | cross pairs feasible | excluded settings |")
@@ -436,6 +436,15 @@ def study_report(
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _excluded_summary(values) -> str:
+    """'30 settings (161–207 items)' from the jobs' '; '-joined exclusion lists (details: sweep.csv)."""
+    items = {x for v in values if isinstance(v, str) and v for x in v.split("; ")}
+    if not items:
+        return "none"
+    sizes = [int(x.rsplit("(", 1)[1].split()[0]) for x in items]
+    return f"{len(items)} settings ({min(sizes)}–{max(sizes)} items each)"
 
 
 def _ci(row, metric: str) -> str:

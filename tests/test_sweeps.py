@@ -103,6 +103,9 @@ def test_study_report_from_records(tmp_path):
     assert f"| 0.0 | 16 | 3 | 2.12e-05 | 14.5 | 0.000 | 0.8000 ± 0.0000 | 0.6200 ± {half:.4f} |" in text
     assert "Jobs finished: 17 of 18." in text and "Missing (α, batch, seed): (1.0, 64, 2)" in text
     assert "| 16 | de en | 1 | 2 | none |" in text  # what the sampler drew
+    from hybrid_retrieval.report import _excluded_summary
+
+    assert _excluded_summary(["ar-de (207 items); zh-es (161 items)", "", "ar-de (207 items)"]) == "2 settings (161–207 items each)"
     assert "## Side studies" in text and "| xquad-r → mlqa-r | all | 0.5 | 16 | 0 |" in text
     assert "| xquad-r → mlqa-r | 2 | 0.25 | 64 | 0 |" in text
     assert "## Failed jobs" in text and "ValueError: boom" in text
