@@ -66,7 +66,9 @@ def time_search(args) -> None:
         recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
         qps = {k: len(q) / statistics.median(v) for k, v in times.items()}
         print(f"{len(pool):>7} {'IndexFlatIP':<14} {t_flat:8.2f} {qps['flat']:10.0f} {1.0:9.2f} {1.0:10.4f}")
-        print(f"{len(pool):>7} {f'HNSW32 ef{args.ef_search}':<14} {t_hnsw:8.2f} {qps['hnsw']:10.0f} {qps['hnsw'] / qps['flat']:9.2f} {recall:10.4f}")
+        print(
+            f"{len(pool):>7} {f'HNSW32 ef{args.ef_search}':<14} {t_hnsw:8.2f} {qps['hnsw']:10.0f} {qps['hnsw'] / qps['flat']:9.2f} {recall:10.4f}"
+        )
 
 
 def _build(build_index, pool, kind):

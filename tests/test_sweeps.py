@@ -105,7 +105,9 @@ def test_study_report_from_records(tmp_path):
     assert "| 16 | de en | 1 | 2 | none |" in text  # what the sampler drew
     from hybrid_retrieval.report import _excluded_summary
 
-    assert _excluded_summary(["ar-de (207 items); zh-es (161 items)", "", "ar-de (207 items)"]) == "2 settings (161–207 items each)"
+    assert (
+        _excluded_summary(["ar-de (207 items); zh-es (161 items)", "", "ar-de (207 items)"]) == "2 settings (161–207 items each)"
+    )
     assert "## Side studies" in text and "| xquad-r → mlqa-r | all | 0.5 | 16 | 0 |" in text
     assert "| xquad-r → mlqa-r | 2 | 0.25 | 64 | 0 |" in text
     assert "## Failed jobs" in text and "ValueError: boom" in text

@@ -7,7 +7,7 @@ training and evaluation loaders work the same with and without the prefix cache.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,3 +42,17 @@ def is_state_row(row) -> bool:
 def pad_rows(rows: Sequence, pad_id: int) -> dict[str, torch.Tensor]:
     """Pad token-id rows or prefix-state rows (all of one kind)."""
     return pad_states(rows) if is_state_row(rows[0]) else pad_batch(rows, pad_id)
+
+
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, progress: bool = False, desc: str = ""
+) -> Iterator[np.ndarray]:
+    """Indices of ``batch_size`` rows at a time, longest first (padding stays small); tqdm bar if ``progress``."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    starts = range(0, len(order), batch_size)
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+    for lo in starts:
+        yield order[lo : lo + batch_size]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from hybrid_retrieval.data.collate import pad_rows
+from hybrid_retrieval.data.collate import length_sorted_batches, pad_rows
 from hybrid_retrieval.models.encoder import DualEncoder
 from hybrid_retrieval.models.prefix_cache import model_rows
 
@@ -33,23 +33,12 @@ def encode_rows(
     desc: str = "encode",
 ) -> torch.Tensor:
     """(n, dim) float32 embeddings of token-id or prefix-state rows, longest first so padding stays minimal."""
-    order = np.argsort([-len(x) for x in rows], kind="stable")
     pad_id = encoder.tokenizer.pad_token_id or 0
     out = torch.empty((len(rows), encoder.dim), dtype=torch.float32)
-    starts = range(0, len(rows), batch_size)
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
-        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        for lo in starts:
-            sel = order[lo : lo + batch_size]
+    with encoder.evaluating():
+        for sel in length_sorted_batches([len(x) for x in rows], batch_size, progress, desc):
             feats = {k: v.to(device) for k, v in pad_rows([rows[i] for i in sel], pad_id).items()}
             out[torch.from_numpy(sel)] = encoder.encode(feats, kind).float().cpu()
-    finally:
-        encoder.train(was_training)
     return out
 
 

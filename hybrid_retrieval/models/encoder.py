@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable
@@ -211,6 +212,16 @@ class DualEncoder(nn.Module):
             m = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
             emb = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)  # (batch, dim)
         return F.normalize(emb, dim=-1) if self.normalize else emb
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Eval mode (no dropout) inside the block, the previous mode after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def tower(self, kind: str) -> nn.Module:
         return self.query_model if kind == "query" else self.passage_model

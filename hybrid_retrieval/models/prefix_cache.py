@@ -89,32 +89,21 @@ class PrefixStates:
 
 def _build(encoder, ids: Sequence[Sequence[int]], kind: str, dtype: str, out: Path, batch_size: int, progress: bool):
     """Compute every text's prefix states into ``out`` (a fresh directory)."""
-    from hybrid_retrieval.data.collate import pad_batch  # noqa: PLC0415 - data depends on models, not the reverse
+    from hybrid_retrieval.data.collate import length_sorted_batches, pad_batch  # noqa: PLC0415 - no import cycle
 
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     hidden = int(encoder.tower(kind).config.hidden_size)
     states = np.memmap(out / "states.bin", dtype=_DTYPES[dtype], mode="w+", shape=(max(1, int(offsets[-1])), hidden))
-    order = np.argsort(-lengths, kind="stable")  # longest first: padding stays small
     pad_id = encoder.tokenizer.pad_token_id or 0
     device = next(encoder.parameters()).device
-    starts = range(0, len(ids), batch_size)
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
-        starts = tqdm(starts, desc=f"prefix cache ({kind}, {len(ids)} texts)", unit="batch", leave=False)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        for lo in starts:
-            sel = order[lo : lo + batch_size]
+    with encoder.evaluating():
+        for sel in length_sorted_batches(lengths, batch_size, progress, f"prefix cache ({kind}, {len(ids)} texts)"):
             feats = {k: v.to(device) for k, v in pad_batch([ids[i] for i in sel], pad_id).items()}
             h = encoder.encode_prefix(feats, kind).float().cpu().numpy()  # (b, seq, hidden)
             for row, i in enumerate(sel):
                 states[offsets[i] : offsets[i + 1]] = h[row, : lengths[i]]
-    finally:
-        encoder.train(was_training)
     states.flush()
     del states
     np.save(out / "offsets.npy", offsets)
