@@ -50,7 +50,8 @@ def export_sentence_transformers(encoder, out: str | Path) -> Path:
     encoder.query_model.save_pretrained(out)
     encoder.tokenizer.save_pretrained(out)
     transformer = models.Transformer(str(out), max_seq_length=encoder.max_length)
-    modules = [transformer, models.Pooling(transformer.get_word_embedding_dimension(), encoder.pooling)]
+    dim = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension  # renamed in ST 6
+    modules = [transformer, models.Pooling(dim(), encoder.pooling)]
     if encoder.normalize:
         modules.append(models.Normalize())
     prompts = {"query": encoder.query_prefix, "passage": encoder.passage_prefix}
