@@ -112,6 +112,7 @@ def collect_records(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "excluded": "; ".join(samp.get("excluded", [])),
                 "wall_time_s": rec.get("wall_time_s"),
                 "commit": rec.get("commit"),
+                "extra_overrides": _extra_overrides(rec.get("overrides", [])),
             }
         )
         for m in METRICS:
@@ -127,6 +128,15 @@ def collect_records(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not rows:
         raise SystemExit(f"{results_dir}: no job records (*.json with a 'status')")
     return pd.DataFrame(rows), pd.DataFrame(pair_rows)
+
+
+#: Overrides that place a job in the study's grid; any other (an lr check, full fine-tuning) makes it a side row.
+GRID_KEYS = ("experiment", "sweep", "seed", "data.batch_size", "data.sampler.alpha", "logger", "hydra", "results_dir")
+
+
+def _extra_overrides(overrides: list[str]) -> str:
+    keys = [o.lstrip("+~") for o in overrides]
+    return " ".join(sorted(o for o in keys if not any(o.split("=", 1)[0] == k or o.startswith(k + ".") for k in GRID_KEYS)))
 
 
 def _mono(setting: str) -> bool:
@@ -345,7 +355,8 @@ def study_report(
     df.to_csv(out / "sweep.csv", index=False)
     pairs.to_csv(out / "pairs.csv", index=False)
     ok = df[df.status == "ok"]
-    is_main = (ok.train_layers.astype(str) == main_layers) & ok.alpha.isin(alphas)
+    extra = ok["extra_overrides"].fillna("") if "extra_overrides" in ok else pd.Series("", index=ok.index)
+    is_main = (ok.train_layers.astype(str) == main_layers) & ok.alpha.isin(alphas) & (extra == "")
     lines = [
         "# Batch-size study report\n",
         f"Source: `{records}` ({len(df)} job records: {(df.status == 'ok').sum()} ok, {(df.status != 'ok').sum()} failed). "
@@ -425,7 +436,8 @@ def study_report(
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for _, r in side.sort_values(["train", "alpha", "batch_size", "seed"]).iterrows():
             lines.append(
-                f"| {r.train} → {r['eval']} | {r.train_layers} | {r.alpha} | {int(r.batch_size)} | {r.seed} | "
+                f"| {r.train} → {r['eval']} | {r.train_layers} | {r.alpha} | {int(r.batch_size)} | {r.seed} | {r.lr:.2e} | "
+                f"{r.get('extra_overrides') or '–'} | "
                 + " | ".join(f"{r[m]:.4f}" for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance"))
                 + " |"
             )

@@ -91,10 +91,13 @@ def test_study_report_from_records(tmp_path):
                 n += 1
     (res / "side.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 64, 0.25, 0, 0.7)))
     (res / "full.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, 0.5, 0, 0.7, layers=None)))
+    lr_check = _record("xquad-r", "mlqa-r", 16, 0.0, 0, 0.99)
+    lr_check["overrides"] = ["seed=0", "+sweep=study_mlqa_r", "model.optimizer.lr=1e-3"]
+    (res / "lr_check.json").write_text(json.dumps(lr_check))  # same cell, extra override: a side row, not a seed
     (res / "bad.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 1024, 0.5, 0, 0, status="failed")))
     df, pairs = collect_records(res)
-    assert (df.status == "ok").sum() == n + 2 and (df.status == "failed").sum() == 1
-    assert len(pairs) == 4 * (n + 2)
+    assert (df.status == "ok").sum() == n + 3 and (df.status == "failed").sum() == 1
+    assert len(pairs) == 4 * (n + 3)
     out = tmp_path / "report"
     path = study_report(res, out, expect={("xquad-r", "mlqa-r"): [16, 64]}, baselines={"mlqa-r": {"cross/map": 0.5}})
     text = path.read_text()
@@ -110,10 +113,12 @@ def test_study_report_from_records(tmp_path):
     )
     assert "## Side studies" in text and "| xquad-r → mlqa-r | all | 0.5 | 16 | 0 |" in text
     assert "| xquad-r → mlqa-r | 2 | 0.25 | 64 | 0 |" in text
+    assert "| model.optimizer.lr=1e-3 | 0.8000 | 0.9900 |" in text
     assert "## Failed jobs" in text and "ValueError: boom" in text
     assert "| zero-shot (untrained) |" in text
     assert (out / "xquad-r_to_mlqa-r" / "batch_size_curves.png").exists()
     assert (out / "sweep.csv").exists() and (out / "pairs.csv").exists()
-    summary = summarise(df[(df.status == "ok") & (df.train_layers == 2) & df.alpha.isin([0.0, 0.5, 1.0])])
+    main_rows = (df.status == "ok") & (df.train_layers == 2) & df.alpha.isin([0.0, 0.5, 1.0]) & (df.extra_overrides == "")
+    summary = summarise(df[main_rows])
     row = summary[(summary.alpha == 0.0) & (summary.batch_size == 16)].iloc[0]
     assert row["cross/map ci95"] == pytest.approx(half, rel=1e-6)
