@@ -117,7 +117,9 @@ def define_wandb_summaries(loggers) -> None:
 
 def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time_s, commit) -> dict:
     """What this job really was and did, next to its metrics (one small JSON, meant to be committed)."""
-    result = trainer.callbacks and next((c.last for c in trainer.callbacks if hasattr(c, "last")), None)
+    from hybrid_retrieval.callbacks import LareqaEvaluator  # noqa: PLC0415
+
+    result = next((c.last for c in trainer.callbacks if isinstance(c, LareqaEvaluator)), None)
     pairs = {}
     if result is not None:
         for i, x in enumerate(result.languages):
