@@ -13,6 +13,10 @@ for s in $SEEDS; do
   train +experiment=xquad_r +sweep=study_xquad_r seed="$s"   # train MLQA-R  -> full XQuAD-R, B 16/64/256
   train +experiment=mlqa_r +sweep=study_mlqa_r seed="$s"     # train XQuAD-R -> full MLQA-R,  B 16/64/256/1024
 done
+# Learning-rate check at the large end (README "Open questions"): is the B=1024 drop a batch effect or the
+# sqrt-scaled lr (5.7e-4)? Same job with the B=256 lr (2.83e-4) and the B=64 one (1.41e-4), alpha 0, seed 0.
+train +experiment=mlqa_r +sweep=study_mlqa_r data.batch_size=1024 data.sampler.alpha=0 seed=0 \
+  model.optimizer.lr=2.83e-4,1.41e-4
 # Side study 1: alpha stability (the paper: 0.4-0.6) at a small and the largest batch, XQuAD-R training.
 train +experiment=mlqa_r +sweep=study_mlqa_r data.sampler.alpha=0.25,0.75 data.batch_size=64,1024 seed=0
 # Side study 2: does the frozen prefix keep the ordering of full fine-tuning? One seed, B 16/256.
