@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_retrieval.utils import prepare_environment, register_resolvers
+from hybrid_retrieval.utils import CONFIG_DIR, prepare_environment, register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -175,7 +175,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate.yaml")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> float:
     prepare_environment()
     summary = evaluate(cfg)

@@ -109,6 +109,23 @@ def check_ddp_launcher(cfg: DictConfig) -> None:
 
 
 @functools.lru_cache(maxsize=8)
+def code_version() -> str:
+    """The code this process runs: the git commit of the checkout it was imported from, or, for a regular
+    (non-editable) install, the package version (never the commit of whatever repository the cwd is in)."""
+    from hybrid_retrieval.utils import _checkout_root  # noqa: PLC0415
+
+    root = _checkout_root()
+    if root is not None:
+        return git_commit(root)
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return f"hybrid_retrieval=={version('hybrid_retrieval')} (installed)"
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=8)
 def git_commit(root: str | Path) -> str:
     """Asked once per process (the code a sweep process runs is what it loaded first). ``sha`` of the checkout (``+dirty`` when tracked files differ), or 'unknown' outside git."""
     try:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybrid_retrieval import sweeps
 from hybrid_retrieval.utils import (
+    CONFIG_DIR,
     finish_wandb,
     instantiate_callbacks,
     instantiate_loggers,
@@ -49,7 +50,7 @@ def train(cfg: DictConfig) -> float | None:
         print(f"job {key}: already {done['status']} ({done['_path']}): skipped")
         return done.get("metrics", {}).get(cfg.optimized_metric, float("nan"))
     started = sweeps.now_utc()
-    commit = sweeps.git_commit(cfg.paths.root_dir)  # at the start: the code this job runs
+    commit = sweeps.code_version()  # at the start: the code this job runs
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
     out_dir = Path(cfg.paths.output_dir)
@@ -168,7 +169,7 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     from hybrid_retrieval.config_check import ConfigError  # noqa: PLC0415
 

@@ -16,12 +16,32 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def project_root() -> str:
-    """The checkout root (the folder holding conf/ beside the package), else the current directory."""
+def _checkout_root() -> Path | None:
+    """The source checkout this package runs from (editable install or PYTHONPATH), if any."""
     candidate = PACKAGE_DIR.parent
-    if (candidate / "conf" / "train.yaml").exists():
-        return str(candidate)
-    return str(Path.cwd())
+    return candidate if (candidate / "conf" / "train.yaml").exists() else None
+
+
+def config_dir() -> str:
+    """Absolute path of the Hydra configs: the checkout's ``conf/`` (the source), else the copy that a regular
+    ``pip install .`` ships inside the package (``hybrid_retrieval/conf``, see setup.py)."""
+    root = _checkout_root()
+    if root is not None:
+        return str(root / "conf")
+    shipped = PACKAGE_DIR / "conf"
+    if (shipped / "train.yaml").exists():
+        return str(shipped)
+    raise FileNotFoundError(f"no configs: neither {PACKAGE_DIR.parent / 'conf'} nor {shipped} holds train.yaml")
+
+
+CONFIG_DIR = config_dir()
+
+
+def project_root() -> str:
+    """The checkout root (the folder holding conf/ beside the package); for an installed package the current
+    directory (so logs/ and ../shared/data are found from where the command runs; see conf/paths)."""
+    root = _checkout_root()
+    return str(root) if root is not None else str(Path.cwd())
 
 
 def wandb_group(task_name: str) -> str:
