@@ -1,4 +1,5 @@
-"""Callbacks: LAReQA evaluation each validation epoch, logged per language pair (and to W&B)."""
+"""Callbacks: LAReQA evaluation each validation epoch, logged per language pair (and to W&B); an optional
+second validation set in the BEIR/MIRACL layout (nDCG@10, Recall@100, MRR@10); best-so-far tracking."""
 
 from __future__ import annotations
 
@@ -16,6 +17,51 @@ from hybrid_retrieval.models.distributed import all_gather_variable
 log = logging.getLogger(__name__)
 
 
+class BestSoFar:
+    """Best value so far of some metrics (torchmetrics ``MaxMetric`` / ``MinMetric``), kept in the checkpoint.
+
+    Logged as ``{name}_best`` (e.g. ``val/multi/map_best``): W&B summaries and sweepers read the best
+    evaluation of a run from it, and a resumed run continues from the best it had (``state_dict``).
+    The values are computed on rank 0 and broadcast, so every rank updates with the same numbers and no
+    synchronisation is needed (``sync_on_compute=False``).
+    """
+
+    def __init__(self, directions: dict[str, str]):
+        from torchmetrics import MaxMetric, MinMetric  # noqa: PLC0415
+
+        kinds = {"max": MaxMetric, "min": MinMetric}
+        # float64: the logged best must equal the logged value it came from (float32 would round 0.3 to 0.30000001)
+        self.metrics = {name: kinds[d](sync_on_compute=False).set_dtype(torch.float64) for name, d in directions.items()}
+        self.seen: set[str] = set()
+
+    def update(self, values: dict[str, float]) -> dict[str, float]:
+        """Feed this evaluation's values; returns ``{name}_best`` for every tracked metric seen so far."""
+        for name, metric in self.metrics.items():
+            value = values.get(name)
+            if value is not None and value == value:  # skip NaN (a setting with no queries)
+                metric.update(float(value))
+                self.seen.add(name)
+        return {f"{name}_best": float(self.metrics[name].compute()) for name in sorted(self.seen)}
+
+    def state_dict(self) -> dict[str, float]:
+        return {name: float(self.metrics[name].compute()) for name in sorted(self.seen)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        for name, value in state.items():
+            if name in self.metrics:
+                self.metrics[name].update(float(value))
+                self.seen.add(name)
+
+
+def _broadcast_and_log(trainer, pl_module, flat: dict[str, float] | None, prefix: str, best: BestSoFar, prog_bar: str | None):
+    """Rank 0's metrics to every rank, logged there with the best-so-far values (no sync: they are equal)."""
+    flat = trainer.strategy.broadcast(flat, src=0)
+    if flat is None:
+        return
+    for name, value in {**flat, **best.update(flat)}.items():
+        pl_module.log(f"{prefix}/{name}", float(value), prog_bar=name == prog_bar, sync_dist=False)
+
+
 class LareqaEvaluator(L.Callback):
     """Gathers the validation embeddings of every rank, evaluates on rank 0, logs on all ranks.
 
@@ -31,6 +77,14 @@ class LareqaEvaluator(L.Callback):
         self.prefix, self.out_dir, self.block, self.plot = prefix, out_dir, block, plot
         self.last: EvalResult | None = None
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, embeddings) of this epoch
+        directions = {f"{s}/map": "max" for s in ("mono", "cross", "multi")}
+        self.best = BestSoFar({**directions, "multi/rank_distance": "min"})
+
+    def state_dict(self) -> dict:
+        return {"best": self.best.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best.load_state_dict(state_dict.get("best", {}))
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._chunks = []
@@ -76,14 +130,13 @@ class LareqaEvaluator(L.Callback):
                 )
                 self._write(trainer, result, flat)
                 self._to_wandb(trainer, result)
-        flat = trainer.strategy.broadcast(flat, src=0)
-        if flat is None:
-            return
-        keep = {
-            k: v for k, v in flat.items() if "/" in k and (k.split("/")[0] in ("mono", "cross", "multi") or k.endswith("/map"))
-        }
-        for name, value in keep.items():
-            pl_module.log(f"{self.prefix}/{name}", float(value), prog_bar=name == "multi/map", sync_dist=False)
+        if flat is not None:
+            flat = {
+                k: v
+                for k, v in flat.items()
+                if "/" in k and (k.split("/")[0] in ("mono", "cross", "multi") or k.endswith("/map"))
+            }
+        _broadcast_and_log(trainer, pl_module, flat, self.prefix, self.best, prog_bar="multi/map")
 
     def _write(self, trainer: L.Trainer, result: EvalResult, flat: dict[str, float]) -> None:
         out = Path(self.out_dir) if self.out_dir else None
@@ -120,3 +173,103 @@ class LareqaEvaluator(L.Callback):
         # Lightning's WandbLogger logs `trainer/global_step` as the x-axis metric and never passes step=;
         # an explicit step= that W&B's own counter has already passed is silently dropped, so do the same.
         run.log({**payload, "trainer/global_step": trainer.global_step})
+
+
+class AdhocEvaluator(L.Callback):
+    """A second validation set in the BEIR/MIRACL layout, evaluated each validation epoch.
+
+    Logs ``{prefix}/{name}/ndcg@10``, ``recall@100``, ``mrr@10`` and their ``_best``. Every rank encodes
+    a strided share of the queries and documents; rank 0 ranks all documents exactly (faiss) and scores the
+    top ``top_k``. The data is read once, at setup; ``max_queries`` bounds the cost on a big dev set.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        split: str = "dev",
+        name: str | None = None,
+        prefix: str = "val",
+        max_queries: int | None = None,
+        batch_size: int = 128,
+        top_k: int = 100,
+        ignore_identical_ids: bool = False,
+        out_dir: str | None = None,
+    ):
+        super().__init__()
+        self.root, self.split, self.prefix, self.max_queries = root, split, prefix, max_queries
+        self.name = name or Path(root).name
+        self.batch_size, self.top_k, self.ignore_identical_ids, self.out_dir = batch_size, top_k, ignore_identical_ids, out_dir
+        self.dataset = None
+        self.last = None
+        from hybrid_retrieval.evaluation.adhoc import ADHOC_METRICS  # noqa: PLC0415
+
+        self.best = BestSoFar({f"{self.name}/{m}": "max" for m in ADHOC_METRICS})
+
+    @property
+    def state_key(self) -> str:
+        return f"AdhocEvaluator[{self.name}/{self.split}]"
+
+    def state_dict(self) -> dict:
+        return {"best": self.best.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best.load_state_dict(state_dict.get("best", {}))
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.dataset is None:
+            from hybrid_retrieval.data.beir import load_beir  # noqa: PLC0415
+
+            self.dataset = load_beir(self.root, self.split, name=self.name, max_queries=self.max_queries)
+            log.info("second validation set: %s", self.dataset.summary())
+
+    def _encode_share(self, trainer, pl_module, texts: list[str], kind: str) -> torch.Tensor | None:
+        """(len(texts), dim) on rank 0 (None elsewhere): each rank encodes texts[rank::world]."""
+        from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
+
+        rank, world = trainer.global_rank, trainer.world_size
+        mine = torch.arange(rank, len(texts), world)
+        emb = encode_texts(
+            pl_module.encoder, [texts[i] for i in mine.tolist()], kind, batch_size=self.batch_size, device=pl_module.device
+        )
+        device = pl_module.device
+        index = all_gather_variable(mine.to(device)).cpu()
+        emb = all_gather_variable(emb.to(device)).cpu()
+        if not trainer.is_global_zero:
+            return None
+        full = torch.empty((len(texts), emb.shape[1]))  # (n, dim)
+        full[index] = emb
+        return full
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc, write_trec_run  # noqa: PLC0415
+
+        ds = self.dataset
+        t0 = time.perf_counter()
+        q_emb = self._encode_share(trainer, pl_module, ds.query_texts, "query")
+        d_emb = self._encode_share(trainer, pl_module, ds.doc_texts, "passage")
+        flat = None
+        if trainer.is_global_zero:
+            result = evaluate_adhoc(
+                ds.query_ids, ds.doc_ids, ds.qrels, q_emb, d_emb, top_k=self.top_k, ignore_identical_ids=self.ignore_identical_ids
+            )
+            self.last = result
+            flat = {f"{self.name}/{m}": v for m, v in result.macro.items()}
+            log.info(
+                "epoch %d %s (%s, %d queries): " + " | ".join(f"{m} %.4f" for m in result.macro) + " (%.1fs)",
+                trainer.current_epoch,
+                self.name,
+                self.split,
+                len(ds.query_ids),
+                *result.macro.values(),
+                time.perf_counter() - t0,
+            )
+            if self.out_dir:
+                out = Path(self.out_dir)
+                write_trec_run(out / f"{self.name}.{self.split}.epoch{trainer.current_epoch:03d}.run", result.run)
+                payload = {"epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": result.macro}
+                (out / f"{self.name}.{self.split}.epoch{trainer.current_epoch:03d}.json").write_text(
+                    json.dumps(payload, indent=1)
+                )
+        _broadcast_and_log(trainer, pl_module, flat, self.prefix, self.best, prog_bar=None)

@@ -119,12 +119,32 @@ def validate_config(cfg: DictConfig) -> None:
     nonfinite = _get(cfg, "model.nonfinite", "raise")
     if nonfinite not in NONFINITE_POLICIES:
         raise ConfigError("model.nonfinite", nonfinite, "expected 'raise' or 'skip'")
+    _adhoc_callbacks(cfg)
     name = str(_get(cfg, "model.encoder.name", OFFLINE_MODEL_NAME))
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
     if offline and name != OFFLINE_MODEL_NAME and not Path(name).expanduser().exists() and not _in_hf_cache(name):
         raise ConfigError(
             "model.encoder.name", name, f"not a local path nor in the HF cache while offline; use {OFFLINE_MODEL_NAME!r}"
         )
+
+
+def _adhoc_callbacks(cfg: DictConfig) -> None:
+    """A second validation set (callbacks.*: AdhocEvaluator) must name a BEIR-layout folder with the split's qrels."""
+    from omegaconf import OmegaConf  # noqa: PLC0415
+
+    callbacks = _get(cfg, "callbacks") or {}
+    for key, node in callbacks.items():
+        if not isinstance(node, DictConfig) or not str(node.get("_target_", "")).endswith("AdhocEvaluator"):
+            continue
+        root = None if OmegaConf.is_missing(node, "root") else node.get("root")
+        split = node.get("split", "dev")
+        if root is None or not (Path(str(root)) / "corpus.jsonl").exists():
+            raise ConfigError(
+                f"callbacks.{key}.root", root, "expected a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/)"
+            )
+        if not (Path(str(root)) / "qrels" / f"{split}.tsv").exists():
+            have = sorted(p.stem for p in (Path(str(root)) / "qrels").glob("*.tsv"))
+            raise ConfigError(f"callbacks.{key}.split", split, f"no qrels/{split}.tsv in {root} (has {have})")
 
 
 def _in_hf_cache(name: str) -> bool:

@@ -113,6 +113,7 @@ def define_wandb_summaries(loggers) -> None:
             run = lg.experiment
             run.define_metric("val/*", summary="max")
             run.define_metric("val/multi/rank_distance", summary="min")
+            run.define_metric("val/multi/rank_distance_best", summary="min")
             run.define_metric("train/loss", summary="min")
 
 

@@ -138,3 +138,40 @@ def tiny_encoder_factory(tiny_model_dir, xlmr_tokenizer):
 def copy_dir(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def make_beir(
+    root: Path, n_docs: int = 40, n_queries: int = 8, seed: int = 0, qrels_format: str = "beir", split: str = "dev"
+) -> Path:
+    """A tiny ad-hoc benchmark in the BEIR/MIRACL layout: documents in four languages, graded judgments
+    (incl. a query whose judgments are all 0 and a judgment naming a document that is not in the corpus)."""
+    rng = random.Random(seed)
+    langs = sorted(WORDS)
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    docs = []
+    for i in range(n_docs):
+        lang = langs[i % len(langs)]
+        words = [rng.choice(WORDS[lang]) for _ in range(6)]
+        docs.append({"_id": f"d{i}", "title": f"{lang} {words[0]}", "text": " ".join(words) + "."})
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    queries, lines = [], []
+    for q in range(n_queries):
+        target = docs[rng.randrange(n_docs)]
+        queries.append({"_id": f"q{q}", "text": " ".join(target["text"].split()[:3]) + "?"})
+        lines.append((f"q{q}", target["_id"], 2))
+        lines.append((f"q{q}", docs[rng.randrange(n_docs)]["_id"], 1))
+    lines.append(("q0", "d_missing", 1))  # judged, but not in the corpus
+    queries.append({"_id": "q_zero", "text": "nothing relevant"})
+    lines.append(("q_zero", "d0", 0))  # no relevant document: not evaluated
+    (root / "queries.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in queries), encoding="utf-8")
+    if qrels_format == "beir":
+        body = "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in lines)
+    else:  # TREC qrels, as MIRACL ships them
+        body = "".join(f"{q} Q0 {d} {g}\n" for q, d, g in lines)
+    (root / "qrels" / f"{split}.tsv").write_text(body, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def tiny_beir(tmp_path) -> Path:
+    return make_beir(tmp_path / "tiny-beir")

@@ -115,3 +115,29 @@ def test_bad_config_one_clear_line(data_root, override, key, allowed, monkeypatc
     msg = str(err.value)
     assert "\n" not in msg and err.value.key == key and allowed in msg, msg
     assert msg.startswith(f"config {key}=")
+
+
+@pytest.mark.parametrize("exp", ["xquad_r", "mlqa_r"])
+def test_fast_dev_run_reaches_the_evaluation(exp):
+    """The debug run validates within its max_steps (an experiment's 30-step epoch would end after them)."""
+    cfg = make_cfg([f"+experiment={exp}", "debug=fast_dev_run"])
+    assert cfg.trainer.val_check_interval == cfg.trainer.max_steps == 2
+    assert cfg.trainer.get("limit_val_batches", 1.0) == 1.0 and cfg.trainer.get("check_val_every_n_epoch", 1) == 1
+
+
+def test_adhoc_callback_config_composes_and_is_validated(data_root, tiny_beir):
+    cfg = make_cfg(["+experiment=xquad_r", "callbacks=adhoc_eval", f"callbacks.adhoc_eval.root={tiny_beir}"], data_root)
+    assert cfg.callbacks.adhoc_eval._target_ == "hybrid_retrieval.callbacks.AdhocEvaluator"
+    assert cfg.callbacks.lareqa_eval is not None and cfg.callbacks.model_checkpoint.monitor == "val/multi/map_best"
+    validate_config(cfg)
+    bad = make_cfg(
+        [
+            "+experiment=xquad_r",
+            "callbacks=adhoc_eval",
+            f"callbacks.adhoc_eval.root={tiny_beir}",
+            "callbacks.adhoc_eval.split=test",
+        ],
+        data_root,
+    )
+    with pytest.raises(ConfigError, match=r"callbacks.adhoc_eval.split='test': no qrels/test.tsv in .* \(has \['dev'\]\)"):
+        validate_config(bad)

@@ -85,6 +85,15 @@ def test_train_cli_wandb_offline_no_prompt(tiny_data, tiny_model_dir, tmp_path, 
     assert runs, "expected an offline W&B run directory"
 
 
+def test_debug_fast_dev_run_evaluates(tiny_data, tiny_model_dir, tmp_path):
+    """debug=fast_dev_run: 2 steps inside a longer epoch (as an experiment's), then the evaluation still runs."""
+    run_dir = tmp_path / "run"
+    args = [*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "debug=fast_dev_run", "data.sampler.batches_per_epoch=30"]
+    run_cli(args, tmp_path)
+    summary = json.loads((run_dir / "final_metrics.json").read_text())
+    assert summary["global_step"] == 2 and 0 < summary["metrics"]["val/multi/map"] <= 1
+
+
 def test_zero_shot_guard_refuses_same_benchmark(tiny_data, tiny_model_dir, tmp_path):
     _, evald = tiny_data
     args = [*tiny_overrides(tiny_data, tiny_model_dir, tmp_path / "run"), f"data.train.root={evald}", "logger=none"]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
 from hybrid_retrieval.models.distributed import all_ranks_true, average_gradients
 from hybrid_retrieval.models.encoder import DualEncoder, tensor_digest
@@ -54,6 +55,10 @@ class HybridRetrievalModule(L.LightningModule):
         self.nonfinite = nonfinite
         self.warmup_ratio = warmup_ratio
         self.skipped_batches = 0
+        # Epoch statistics aggregated over ranks (torchmetrics: weighted by local queries, synced at epoch end):
+        # the mean loss and the realised fraction of monolingual batches (realised alpha).
+        self.train_loss_mean = MeanMetric()
+        self.train_mono_fraction = MeanMetric()
         self._pending_rng: dict | None = None
         # Frozen-prefix runs checkpoint only what trains (+ optimizer): the frozen weights are the base
         # model's, identified by a digest that loading checks (so Lightning must not demand those keys).
@@ -150,9 +155,14 @@ class HybridRetrievalModule(L.LightningModule):
         if sch is not None:
             sch.step()
         mono = batch["query_langs"][0] == batch["passage_langs"][0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["query_langs"]))
-        self.log("train/temperature", 1.0 / self.loss_fn.scale.detach(), batch_size=len(batch["query_langs"]))
-        self.log("train/mono_batch", float(mono), batch_size=len(batch["query_langs"]))
+        n_local = len(batch["query_langs"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=n_local)
+        self.log("train/temperature", 1.0 / self.loss_fn.scale.detach(), batch_size=n_local)
+        self.log("train/mono_batch", float(mono), batch_size=n_local)
+        self.train_loss_mean.update(loss.detach(), weight=n_local)
+        self.train_mono_fraction.update(float(mono))
+        self.log("train/loss_epoch", self.train_loss_mean, on_step=False, on_epoch=True)
+        self.log("train/mono_fraction", self.train_mono_fraction, on_step=False, on_epoch=True)
         return loss
 
     def configure_optimizers(self):
