@@ -200,6 +200,13 @@ def test_training_with_a_second_validation_set(tiny_data, tiny_beir, tiny_model_
     assert metrics["val/multi/map_best"] == pytest.approx(max(e["multi/map"] for e in lareqa), abs=1e-6)
     assert metrics["val/multi/rank_distance_best"] == pytest.approx(min(e["multi/rank_distance"] for e in lareqa), abs=1e-4)
     assert (run_dir / "eval" / "beir.dev.epoch002.run").exists()
+    # the best-so-far values travel in the checkpoint (a resumed run continues from them)
+    import torch
+
+    ckpt = torch.load(next((run_dir / "checkpoints").glob("epoch*.ckpt")), weights_only=False)
+    saved = ckpt["callbacks"]["LareqaEvaluator"]["best"]["multi/map"]
+    assert any(abs(saved - e["multi/map"]) < 1e-9 for e in lareqa)
+    assert "ndcg@10" in "".join(ckpt["callbacks"]["AdhocEvaluator[beir/dev]"]["best"])
     # torchmetrics epoch aggregates: realised alpha over the epoch's 3 batches, mean loss
     assert min(abs(metrics["train/mono_fraction"] - k / 3) for k in range(4)) < 1e-6
     assert metrics["train/loss_epoch"] > 0

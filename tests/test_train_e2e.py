@@ -147,6 +147,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_data, tiny_model_di
     assert resumed["global_step"] == clean["global_step"] == 8
     for key in ("val/mono/map", "val/cross/map", "val/multi/map", "val/multi/rank_distance", "train/loss", "train/temperature"):
         assert abs(resumed["metrics"][key] - clean["metrics"][key]) <= 1e-6, (key, resumed["metrics"][key], clean["metrics"][key])
+    for key in ("val/multi/map_best", "val/cross/map_best", "val/multi/rank_distance_best"):  # best over BOTH epochs
+        assert abs(resumed["metrics"][key] - clean["metrics"][key]) <= 1e-6, (key, resumed["metrics"][key], clean["metrics"][key])
 
 
 @pytest.mark.parametrize("mode", ["raise", "skip"])
