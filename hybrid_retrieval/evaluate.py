@@ -11,6 +11,7 @@ Writes to the run directory: ``summary.json`` (macro averages, per-pair metrics,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -124,33 +125,49 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str):
+    t0 = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - t0
+
+
+def _encode_both(cfg: DictConfig, encoder, device, queries: list[str], passages: list[str], names: tuple[str, str]):
+    """(query embeddings, passage embeddings): each distinct text once, with progress bars."""
+    from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
+
+    kw = {"batch_size": cfg.batch_size, "device": device, "progress": True}
+    return encode_texts(encoder, queries, "query", desc=names[0], **kw), encode_texts(
+        encoder, passages, "passage", desc=names[1], **kw
+    )
+
+
 def evaluate_adhoc_dataset(cfg: DictConfig) -> dict:
     """BEIR/MIRACL-layout evaluation (``adhoc.root=...``): nDCG@10, Recall@100, MRR@10, a TREC run, summary.json."""
     from hybrid_retrieval.data.beir import load_beir  # noqa: PLC0415
     from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc, write_trec_run  # noqa: PLC0415
-    from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
 
     out = Path(cfg.paths.output_dir)
     device = _device(cfg)
     a = cfg.adhoc
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    encoder = load_eval_encoder(cfg, device)
-    timings["load_model_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ds = load_beir(a.root, a.split, name=a.get("name"), max_queries=a.get("max_queries"))
-    timings["load_data_s"] = time.perf_counter() - t0
+    with _timed(timings, "load_model_s"):
+        encoder = load_eval_encoder(cfg, device)
+    with _timed(timings, "load_data_s"):
+        ds = load_beir(a.root, a.split, name=a.get("name"), max_queries=a.get("max_queries"))
     log.info("%s", ds.summary())
-    t0 = time.perf_counter()
-    kw = {"batch_size": cfg.batch_size, "device": device, "progress": True}
-    q_emb = encode_texts(encoder, ds.query_texts, "query", desc="queries", **kw)
-    d_emb = encode_texts(encoder, ds.doc_texts, "passage", desc="documents", **kw)
-    timings["encode_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = evaluate_adhoc(
-        ds.query_ids, ds.doc_ids, ds.qrels, q_emb, d_emb, top_k=int(a.top_k), ignore_identical_ids=bool(a.ignore_identical_ids)
-    )
-    timings["search_and_metrics_s"] = time.perf_counter() - t0
+    with _timed(timings, "encode_s"):
+        q_emb, d_emb = _encode_both(cfg, encoder, device, ds.query_texts, ds.doc_texts, ("queries", "documents"))
+    with _timed(timings, "search_and_metrics_s"):
+        result = evaluate_adhoc(
+            ds.query_ids,
+            ds.doc_ids,
+            ds.qrels,
+            q_emb,
+            d_emb,
+            top_k=int(a.top_k),
+            ignore_identical_ids=bool(a.ignore_identical_ids),
+        )
     out.mkdir(parents=True, exist_ok=True)
     if cfg.run_files:
         write_trec_run(out / "runs" / f"{ds.name}.{a.split}.run", result.run)
@@ -178,36 +195,26 @@ def evaluate_adhoc_dataset(cfg: DictConfig) -> dict:
 
 def evaluate(cfg: DictConfig) -> dict:
     from hybrid_retrieval.data.lareqa import load_lareqa, subsample_questions  # noqa: PLC0415
-    from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
     from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, evaluate_embeddings  # noqa: PLC0415
 
     out = Path(cfg.paths.output_dir)
     device = _device(cfg)
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    encoder = load_eval_encoder(cfg, device)
-    timings["load_model_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    ds = load_lareqa(cfg.data.root, cfg.data.get("languages"), name=cfg.dataset)
-    if cfg.data.get("max_questions"):
-        ds = subsample_questions(ds, int(cfg.data.max_questions), seed=0)
-    corpus = EvalCorpus.from_dataset(ds, with_context=cfg.data.with_context)
-    timings["load_data_s"] = time.perf_counter() - t0
+    with _timed(timings, "load_model_s"):
+        encoder = load_eval_encoder(cfg, device)
+    with _timed(timings, "load_data_s"):
+        ds = load_lareqa(cfg.data.root, cfg.data.get("languages"), name=cfg.dataset)
+        if cfg.data.get("max_questions"):
+            ds = subsample_questions(ds, int(cfg.data.max_questions), seed=0)
+        corpus = EvalCorpus.from_dataset(ds, with_context=cfg.data.with_context)
     log.info("%s", ds.summary())
-
-    t0 = time.perf_counter()
-    kw = {"batch_size": cfg.batch_size, "device": device, "progress": True}
-    q_emb = encode_texts(encoder, corpus.q_texts, "query", desc="questions", **kw)
-    c_emb = encode_texts(encoder, corpus.c_texts, "passage", desc="candidates", **kw)
-    timings["encode_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    writer = TrecRunWriter(out / "runs", corpus, top_k=cfg.run_topk) if cfg.run_files else None
-    result = evaluate_embeddings(corpus, q_emb, c_emb, block=cfg.block, run_writer=writer)
-    if writer is not None:
-        writer.close()
-    timings["rank_and_metrics_s"] = time.perf_counter() - t0
+    with _timed(timings, "encode_s"):
+        q_emb, c_emb = _encode_both(cfg, encoder, device, corpus.q_texts, corpus.c_texts, ("questions", "candidates"))
+    with _timed(timings, "rank_and_metrics_s"):
+        writer = TrecRunWriter(out / "runs", corpus, top_k=cfg.run_topk) if cfg.run_files else None
+        result = evaluate_embeddings(corpus, q_emb, c_emb, block=cfg.block, run_writer=writer)
+        if writer is not None:
+            writer.close()
     write_matrices(out / "matrices", result)
 
     macro = result.macro()

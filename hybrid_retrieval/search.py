@@ -7,8 +7,9 @@
     python -m hybrid_retrieval.search query --index my_index/ -q "Wie lang ist die Donau?" -k 5
     python -m hybrid_retrieval.search query --index my_index/ --queries queries.tsv --run out.run -k 100
 
-The index folder holds ``index.faiss``, ``ids.json`` (row -> document id) and ``meta.json`` (the encoder
-settings, checkpoint and index kind), so querying needs only ``--index``. ``--ckpt`` omitted = the
+The index folder holds ``index.faiss``, ``ids.json`` (row -> document id), ``texts.json`` (row -> text, for
+printing hits; ``--no-texts`` leaves it out) and ``meta.json`` (the encoder settings, checkpoint and index
+kind), so querying needs only ``--index``. ``--ckpt`` omitted = the
 untrained offline default encoder. Exact inner-product search (``IndexFlatIP``) by default; ``hnsw``
 (``IndexHNSWFlat``, inner product) trades a little recall for speed (docs/benchmarks.md).
 """
@@ -20,10 +21,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from textwrap import shorten
 
 import numpy as np
 
 from hybrid_retrieval.data.lareqa import DataFormatError
+
+SNIPPET_CHARS = 100  # characters of a hit's text printed after its id
 
 
 def read_texts(path: str | Path) -> tuple[list[str], list[str]]:
@@ -103,6 +107,8 @@ def cmd_index(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     faiss.write_index(index, str(out / "index.faiss"))
     (out / "ids.json").write_text(json.dumps(ids))
+    if args.store_texts:
+        (out / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
     meta = {"encoder": encoder.init_config, "ckpt": args.ckpt, "base": args.base, "kind": args.kind, "n": len(ids)}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"indexed {len(ids)} documents ({args.kind}) in {out}: encode {t_enc:.1f} s, index {t_idx:.2f} s")
@@ -116,6 +122,8 @@ def cmd_query(args) -> None:
     folder = Path(args.index)
     meta = json.loads((folder / "meta.json").read_text())
     ids = json.loads((folder / "ids.json").read_text())
+    texts_file = folder / "texts.json"
+    texts = json.loads(texts_file.read_text(encoding="utf-8")) if texts_file.exists() else None
     index = faiss.read_index(str(folder / "index.faiss"))
     if meta["kind"] == "hnsw":
         index.hnsw.efSearch = args.ef_search
@@ -142,7 +150,8 @@ def cmd_query(args) -> None:
         print(f"[{qid}] {text}")
         for rank, (s, r) in enumerate(zip(srow, rrow, strict=True), 1):
             if r >= 0:
-                print(f"  {rank:>3}. {s:.4f}  {ids[r]}")
+                snippet = "" if texts is None else "  " + shorten(" ".join(texts[r].split()), SNIPPET_CHARS)
+                print(f"  {rank:>3}. {s:.4f}  {ids[r]}{snippet}")
     print(f"({len(qids)} queries, {took:.2f} s incl. encoding)", file=sys.stderr)
 
 
@@ -157,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     ix.add_argument("--kind", default="flat", choices=["flat", "hnsw"])
     ix.add_argument("--hnsw-m", type=int, default=32, dest="hnsw_m")
     ix.add_argument("--batch-size", type=int, default=128, dest="batch_size")
+    ix.add_argument("--no-texts", action="store_false", dest="store_texts", help="do not keep the texts (hits print ids only)")
     qp = sub.add_parser("query", help="search an index")
     qp.add_argument("--index", required=True)
     qp.add_argument("-q", "--query", action="append", help="a query text (repeatable)")

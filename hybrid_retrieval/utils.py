@@ -83,6 +83,7 @@ def prepare_environment() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_DISABLE_GIT", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it loaded: not for the console
     if os.environ.get("WANDB_MODE") == "online" and not os.environ.get("WANDB_API_KEY") and not sys.stdin.isatty():
         log.warning("WANDB_MODE=online without WANDB_API_KEY and no terminal: switching W&B to offline")
         os.environ["WANDB_MODE"] = "offline"

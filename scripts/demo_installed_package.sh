@@ -71,8 +71,8 @@ echo "== faiss search: exact and HNSW indexes, queries from the command line"
 hr-search index --ckpt "$CKPT" --corpus xquad_candidates.tsv --index idx_flat
 hr-search index --ckpt "$CKPT" --corpus xquad_candidates.tsv --index idx_hnsw --kind hnsw
 for idx in idx_flat idx_hnsw; do
-  hr-search query --index $idx -k 3 -q "How long is the Danube?" -q "Wer hat die Relativitätstheorie entwickelt?" \
-    -q "¿Cuándo comenzó la revolución francesa?"
+  hr-search query --index $idx -k 3 -q "Which team won Super Bowl 50?" -q "Wer waren die Normannen?" \
+    -q "¿Qué porcentaje de la selva amazónica está en Brasil?"
 done
 
 echo "== ad-hoc evaluation (nDCG@10, Recall@100, MRR@10): untrained vs trained"

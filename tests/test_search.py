@@ -62,6 +62,8 @@ def test_index_and_query_equal_brute_force(tmp_path, tiny_model_dir, tiny_encode
     main(["query", "--index", str(tmp_path / "flat"), "-q", "w3 w10 about", "-k", "3"])
     printed = capsys.readouterr().out
     assert "[q1] w3 w10 about" in printed and "1. " in printed and expected["a"][0] in printed
+    top_text = dict(docs)[expected["a"][0]]
+    assert f"{expected['a'][0]}  {top_text}" in printed  # the hit's text follows its id
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,9 @@ def test_train_cli_ddp_cpu_two_processes(tiny_data, tiny_model_dir, tmp_path):
     run_cli(args, tmp_path)
     summary = json.loads((run_dir / "final_metrics.json").read_text())
     assert summary["global_step"] == 3 and "val/multi/map" in summary["metrics"]
+    # torchmetrics epoch means, synchronised over the 2 gloo ranks at epoch end (a batch is mono on all ranks or none)
+    assert min(abs(summary["metrics"]["train/mono_fraction"] - k / 3) for k in range(4)) < 1e-6
+    assert 0 < summary["metrics"]["train/loss_epoch"] < 10
 
 
 FROZEN = ["model.encoder.train_layers=1", "model.encoder.prefix_cache=true"]
