@@ -49,7 +49,10 @@ def export_sentence_transformers(encoder, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     encoder.query_model.save_pretrained(out)
     encoder.tokenizer.save_pretrained(out)
-    transformer = models.Transformer(str(out), max_seq_length=encoder.max_length)
+    # Our towers have no pooler (mean / CLS pooling of the last hidden states): load them without one, or
+    # transformers reports the pooler weights as missing and initialises them at random (unused, but alarming).
+    no_pooler = {"add_pooling_layer": False} if getattr(encoder.query_model, "pooler", "absent") is None else {}
+    transformer = models.Transformer(str(out), max_seq_length=encoder.max_length, model_kwargs=no_pooler or None)
     dim = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension  # renamed in ST 6
     modules = [transformer, models.Pooling(dim(), encoder.pooling)]
     if encoder.normalize:
@@ -57,6 +60,11 @@ def export_sentence_transformers(encoder, out: str | Path) -> Path:
     prompts = {"query": encoder.query_prefix, "passage": encoder.passage_prefix}
     st = SentenceTransformer(modules=modules, prompts=prompts, similarity_fn_name="cosine" if encoder.normalize else "dot")
     st.save(str(out))
+    if no_pooler:  # sentence-transformers does not save model_kwargs itself; its loader reads them from here
+        config_path = out / "sentence_bert_config.json"
+        config = json.loads(config_path.read_text())
+        config["model_kwargs"] = {**config.get("model_kwargs", {}), **no_pooler}
+        config_path.write_text(json.dumps(config, indent=2))
     (out / "hybrid_retrieval.json").write_text(json.dumps({"encoder": encoder.init_config}, indent=1))
     return out
 
