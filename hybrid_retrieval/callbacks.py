@@ -62,6 +62,26 @@ def _broadcast_and_log(trainer, pl_module, flat: dict[str, float] | None, prefix
         pl_module.log(f"{prefix}/{name}", float(value), prog_bar=name == prog_bar, sync_dist=False)
 
 
+def gather_rows(trainer, pl_module, index: torch.Tensor, emb: torch.Tensor, n_total: int) -> torch.Tensor | None:
+    """Assemble every rank's rows into one (n_total, dim) matrix on rank 0 (None on other ranks).
+
+    ``index`` (n_mine,) says which rows this rank's ``emb`` (n_mine, dim) are; ranks may hold different
+    counts. Returns None on rank 0 too when the gathered rows are not exactly 0..n_total-1 once each
+    (a partial validation), so a metric is never computed over uninitialised rows.
+    """
+    device = pl_module.device
+    index = all_gather_variable(index.to(device)).cpu()  # (n_all,)
+    emb = all_gather_variable(emb.to(device)).cpu()  # (n_all, dim)
+    if not trainer.is_global_zero:
+        return None
+    if not torch.equal(torch.sort(index).values, torch.arange(n_total)):  # each row exactly once
+        log.warning("gathered %d rows for %d texts (not each exactly once)", index.numel(), n_total)
+        return None
+    full = torch.empty((n_total, emb.shape[1]))  # (n_total, dim)
+    full[index] = emb
+    return full
+
+
 class LareqaEvaluator(L.Callback):
     """Gathers the validation embeddings of every rank, evaluates on rank 0, logs on all ranks.
 
@@ -101,19 +121,12 @@ class LareqaEvaluator(L.Callback):
         dim = pl_module.encoder.dim
         index = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
         emb = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dim)
-        device = pl_module.device
-        index = all_gather_variable(index.to(device)).cpu()
-        emb = all_gather_variable(emb.to(device)).cpu()
+        full = gather_rows(trainer, pl_module, index, emb, len(dm.eval_ids))  # (n_texts, dim) on rank 0
         flat: dict[str, float] | None = None
         if trainer.is_global_zero:
-            n_total = len(dm.eval_ids)
-            if index.numel() != n_total:
-                log.warning(
-                    "validation covered %d of %d texts (limit_val_batches?): LAReQA metrics skipped", index.numel(), n_total
-                )
+            if full is None:
+                log.warning("LAReQA metrics skipped: validation did not cover every text (limit_val_batches?)")
             else:
-                full = torch.empty((n_total, dim))
-                full[index] = emb
                 t0 = time.perf_counter()
                 result = evaluate_embeddings(dm.corpus, full[: dm.n_eval_queries], full[dm.n_eval_queries :], block=self.block)
                 self.last = result
@@ -231,14 +244,7 @@ class AdhocEvaluator(L.Callback):
         emb = encode_texts(
             pl_module.encoder, [texts[i] for i in mine.tolist()], kind, batch_size=self.batch_size, device=pl_module.device
         )
-        device = pl_module.device
-        index = all_gather_variable(mine.to(device)).cpu()
-        emb = all_gather_variable(emb.to(device)).cpu()
-        if not trainer.is_global_zero:
-            return None
-        full = torch.empty((len(texts), emb.shape[1]))  # (n, dim)
-        full[index] = emb
-        return full
+        return gather_rows(trainer, pl_module, mine, emb, len(texts))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:

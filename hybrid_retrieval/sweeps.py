@@ -182,6 +182,20 @@ def finished_record(cfg: DictConfig, key: str | None) -> dict | None:
     return None
 
 
+def record_value(record: dict, metric: str) -> float:
+    """``metric`` from a job record; NaN when absent.
+
+    Records written before the best-so-far metrics existed hold ``val/multi/map`` but no
+    ``val/multi/map_best``: for those the last value stands in (their jobs validated once, at the end).
+    """
+    metrics = record.get("metrics") or {}
+    if metric in metrics:
+        return float(metrics[metric])
+    if metric.endswith("_best") and metric.removesuffix("_best") in metrics:
+        return float(metrics[metric.removesuffix("_best")])
+    return float("nan")
+
+
 class SweepProgress(Callback):
     """Hydra callback: after each job, ``[sweep] 5/36 jobs done (1 failed, 3 skipped), 42m elapsed, ~2h10m left``."""
 
@@ -212,11 +226,12 @@ class SweepProgress(Callback):
         self.done += 1
         value = getattr(job_return, "_return_value", None)
         status = getattr(getattr(job_return, "status", None), "name", "")
-        if status == "FAILED" or (isinstance(value, float) and value != value):
-            self.failed += 1
-        out = Path(config.paths.output_dir)
-        if (out / "SKIPPED").exists():
+        skip_file = Path(config.paths.output_dir) / "SKIPPED"
+        if skip_file.exists():  # "{status}\t{record}" of the record that made train.py skip the job
             self.skipped += 1
+            self.failed += skip_file.read_text().split("\t", 1)[0].strip() == "failed"
+        elif status == "FAILED" or (isinstance(value, float) and value != value):
+            self.failed += 1
         elapsed = time.perf_counter() - self.start
         ran = self.done - self.skipped
         left = ""

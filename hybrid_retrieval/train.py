@@ -46,9 +46,9 @@ def train(cfg: DictConfig) -> float | None:
     if done is not None:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "SKIPPED").write_text(done["_path"] + "\n")
+        (out / "SKIPPED").write_text(f"{done['status']}\t{done['_path']}\n")  # read by sweeps.SweepProgress
         print(f"job {key}: already {done['status']} ({done['_path']}): skipped")
-        return done.get("metrics", {}).get(cfg.optimized_metric, float("nan"))
+        return sweeps.record_value(done, cfg.optimized_metric)
     started = sweeps.now_utc()
     commit = sweeps.code_version()  # at the start: the code this job runs
     if cfg.get("seed") is not None:

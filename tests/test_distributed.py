@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from hybrid_retrieval.callbacks import gather_rows
 from hybrid_retrieval.models.distributed import all_gather_variable, all_gather_with_grad, average_gradients
 from hybrid_retrieval.models.grad_cache import contrastive_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
@@ -64,6 +66,13 @@ def _slice(feats, lo, hi):
     return {k: v[lo:hi] for k, v in feats.items()}
 
 
+_CPU_MODULE = SimpleNamespace(device=torch.device("cpu"))
+
+
+def _fake_trainer(global_zero: bool) -> SimpleNamespace:
+    return SimpleNamespace(is_global_zero=global_zero)
+
+
 def _worker(rank, port, out_path):
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -82,8 +91,12 @@ def _worker(rank, port, out_path):
         gathered = all_gather_variable(torch.full((rank + 1, 2), float(rank)))
         x = torch.ones(3, requires_grad=True)
         (all_gather_with_grad(x * (rank + 1)).sum() * (rank + 1)).backward()
+        # Evaluators' assembly: rank r encoded rows r, r+2, ... of 5; rank 0 gets the full matrix in order.
+        mine = torch.arange(rank, 5, WORLD)
+        rows = gather_rows(_fake_trainer(rank == 0), _CPU_MODULE, mine, (mine * 10).float().unsqueeze(1).repeat(1, 2), 5)
+        assert (rows is None) == (rank != 0)
         if rank == 0:
-            torch.save({"results": results, "gathered": gathered, "xgrad": x.grad}, out_path)
+            torch.save({"results": results, "gathered": gathered, "xgrad": x.grad, "rows": rows}, out_path)
     finally:
         dist.destroy_process_group()
 
@@ -112,6 +125,17 @@ def test_two_ranks_equal_one_big_batch(tmp_path):
     assert got["gathered"].tolist() == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
     # d/dx of sum_r (r+1) * sum(all_gather(x_s * (s+1))) on rank 0: (s+1)=1 times sum_r (r+1) = 3.
     assert got["xgrad"].tolist() == [3.0, 3.0, 3.0]
+    assert got["rows"].tolist() == [[10.0 * i] * 2 for i in range(5)]
+
+
+def test_gather_rows_single_process_checks_coverage():
+    emb = torch.arange(8.0).reshape(4, 2)  # (4, dim 2): row i of the input holds 2i, 2i+1
+    full = gather_rows(_fake_trainer(True), _CPU_MODULE, torch.tensor([2, 0, 3, 1]), emb, 4)
+    assert full.tolist() == [[2.0, 3.0], [6.0, 7.0], [0.0, 1.0], [4.0, 5.0]]
+    # A partial validation (a row missing) or a row twice must not give a matrix with uninitialised rows.
+    assert gather_rows(_fake_trainer(True), _CPU_MODULE, torch.tensor([0, 1, 2]), emb[:3], 4) is None
+    assert gather_rows(_fake_trainer(True), _CPU_MODULE, torch.tensor([0, 1, 1, 2]), emb, 4) is None
+    assert gather_rows(_fake_trainer(False), _CPU_MODULE, torch.tensor([0, 1, 2, 3]), emb, 4) is None
 
 
 def test_no_process_group_is_identity():

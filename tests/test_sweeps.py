@@ -36,6 +36,34 @@ def test_finished_record_rules(tmp_path):
     assert not list((tmp_path / "res").glob(".*tmp*"))  # atomic writes leave no temporary file
 
 
+def test_record_value_and_progress_count_skipped_jobs(tmp_path, capsys):
+    old = {"status": "ok", "metrics": {"val/multi/map": 0.5}}  # written before the *_best metrics existed
+    assert sweeps.record_value(old, "val/multi/map_best") == 0.5
+    assert sweeps.record_value({"metrics": {"val/multi/map_best": 0.7, "val/multi/map": 0.6}}, "val/multi/map_best") == 0.7
+    assert math.isnan(sweeps.record_value({"metrics": {}}, "val/multi/map_best"))
+
+    class Return:  # what Hydra hands a callback: a status and the task's return value
+        def __init__(self, status, value):
+            self.status, self._return_value = type("S", (), {"name": status})(), value
+
+    progress = sweeps.SweepProgress()
+    progress.multirun, progress.total = True, 4
+    jobs = [
+        ("ok\tjobs/a.json\n", "COMPLETED", float("nan")),
+        ("failed\tjobs/b.json\n", "COMPLETED", float("nan")),
+        (None, "COMPLETED", 0.4),
+        (None, "FAILED", None),
+    ]
+    for i, (skip, status, value) in enumerate(jobs):
+        out = tmp_path / str(i)
+        out.mkdir()
+        if skip is not None:
+            (out / "SKIPPED").write_text(skip)
+        progress.on_job_end(OmegaConf.create({"paths": {"output_dir": str(out)}}), Return(status, value))
+    # A skipped ok record is not a failure even when its return value is NaN; a skipped failed record is.
+    assert "[sweep] 4/4 jobs done (2 failed, 2 skipped)" in capsys.readouterr().out.splitlines()[-1]
+
+
 def _record(train, evald, batch, alpha, seed, cross, status="ok", layers=2):
     rec = {"status": status, "job": f"{train}-{batch}-{alpha}-{seed}-{layers}", "overrides": [f"seed={seed}"]}
     if status != "ok":
