@@ -190,7 +190,7 @@ def plot_curves(
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4), dpi=110)
     names = {0.0: "α=0 (cross only)", 0.5: "α=0.5 (hybrid)", 1.0: "α=1 (mono only)"}
-    for ax, (metric, title) in zip(axes, PANELS, strict=True):
+    for ax, (metric, panel_title) in zip(axes, PANELS, strict=True):
         for alpha, grp in summary.groupby("alpha"):
             grp = grp.sort_values("batch_size")
             mean, std = grp[f"{metric} mean"], grp[f"{metric} {err}"].fillna(0.0)
@@ -199,7 +199,7 @@ def plot_curves(
             ax.axhline(baseline[metric], color="grey", linestyle="--", linewidth=1, label="zero-shot (untrained)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(panel_title, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=8)

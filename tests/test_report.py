@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.figure
 import pandas as pd
 import pytest
 
+from hybrid_retrieval.report import PANELS, plot_curves
 from hybrid_retrieval.report import main as report_main
 
 
@@ -72,3 +74,17 @@ def test_report_from_dirs_and_from_csv(tmp_path, capsys):
     md2 = (out2 / "report.md").read_text()
     assert md2.replace(str(sweep / "sweep.csv"), str(sweep)) == md  # same tables, baseline and effects
     assert (out2 / "pair_delta_alpha0.5.png").exists() and (out2 / "baseline.json").exists()
+
+
+def test_curves_keep_their_title(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle", lambda self, t, **kw: seen.setdefault("title", t))
+    rows = []
+    for alpha in (0.0, 0.5):
+        for batch in (16, 64):
+            row = {"alpha": alpha, "batch_size": batch}
+            for metric, _ in PANELS:
+                row[f"{metric} mean"], row[f"{metric} ci95"] = 0.5 + alpha, 0.01
+            rows.append(row)
+    path = plot_curves(pd.DataFrame(rows), tmp_path, err="ci95", title="train a → eval b: mean ± 95 % CI")
+    assert path.exists() and seen["title"] == "train a → eval b: mean ± 95 % CI"  # not the last panel's title
