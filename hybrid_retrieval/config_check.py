@@ -113,6 +113,10 @@ def validate_config(cfg: DictConfig) -> None:
     sim = _get(cfg, "model.loss.similarity", "cosine")
     if sim not in SIMILARITIES:
         raise ConfigError("model.loss.similarity", sim, "expected 'cosine' or 'dot'")
+    for flag in ("symmetric", "mask_duplicates", "learnable_temperature"):
+        value = _get(cfg, f"model.loss.{flag}", False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"model.loss.{flag}", value, "expected true or false")
     lr = _get(cfg, "model.optimizer.lr", 1e-5)
     if not isinstance(lr, int | float) or lr <= 0:
         raise ConfigError("model.optimizer.lr", lr, "expected a positive learning rate")

@@ -145,6 +145,7 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "alpha": float(cfg.data.sampler.alpha),
         "seed": cfg.get("seed"),
         "lr": float(cfg.model.optimizer.lr),
+        "mask_duplicates": bool(cfg.model.loss.get("mask_duplicates", False)),
         "train_layers": cfg.model.encoder.get("train_layers"),
         "encoder": cfg.model.encoder.name,
         "max_length": int(cfg.model.encoder.max_length),

@@ -43,8 +43,8 @@ class NaNAtStepLoss:
         class _Loss(InfoNCELoss):
             calls = 0
 
-            def forward(self, *args):
-                loss = super().forward(*args)
+            def forward(self, *args, **kwargs):
+                loss = super().forward(*args, **kwargs)
                 type(self).calls += 1
                 on_rank = rank is None or int(os.environ.get("LOCAL_RANK", "0")) == rank
                 return loss * torch.nan if type(self).calls == nan_at_call and on_rank else loss

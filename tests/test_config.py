@@ -96,6 +96,7 @@ BAD = [  # (override, key named in the message, fragment of what is allowed)
     ("model.encoder.prefix_cache_dtype=bf16", "model.encoder.prefix_cache_dtype", "'fp16' or 'fp32'"),
     ("model.loss.temperature=0", "model.loss.temperature", "positive"),
     ("model.loss.similarity=l2", "model.loss.similarity", "'cosine' or 'dot'"),
+    ("model.loss.mask_duplicates=yes_please", "model.loss.mask_duplicates", "true or false"),
     ("model.optimizer.lr=-1", "model.optimizer.lr", "positive learning rate"),
     ("model.nonfinite=ignore", "model.nonfinite", "'raise' or 'skip'"),
     ("trainer.devices=3", "data.batch_size", "divisible by trainer.devices=3"),

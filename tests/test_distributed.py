@@ -7,6 +7,7 @@ gradients are averaged over ranks. That must equal one process running the whole
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from types import SimpleNamespace
@@ -48,18 +49,28 @@ def make_batch(n, seed):
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def run_case(encoder, loss_fn, q, p, n, chunk):
-    loss = contrastive_backward(encoder.encode, loss_fn, q, p, n, chunk_size=chunk)
+def run_case(encoder, loss_fn, q, p, n, chunk, keys=None):
+    """``keys`` = (passage keys, negative keys) for a duplicate-masking loss (shared texts across ranks)."""
+    call = functools.partial(loss_fn, p_keys=keys[0], neg_keys=keys[1]) if keys is not None else loss_fn
+    loss = contrastive_backward(encoder.encode, call, q, p, n, chunk_size=chunk)
     params = list(encoder.parameters()) + list(loss_fn.parameters())
     average_gradients(params)
     return loss, [x.grad.clone() for x in params]
 
 
-CASES = [  # (hard negatives per example, symmetric, learnable temperature, grad-cache chunk)
-    (0, False, False, None),
-    (1, True, True, None),
-    (1, False, True, 3),
+CASES = [  # (hard negatives per example, symmetric, learnable temperature, grad-cache chunk, mask duplicates)
+    (0, False, False, None, False),
+    (1, True, True, None, False),
+    (1, False, True, 3, False),
+    (0, True, False, None, True),
+    (1, False, False, 3, True),
 ]
+
+
+def global_keys(k):
+    """Text keys of the global batch: positive i has key i % 5, so copies sit on both ranks; negatives
+    repeat each other and some positives."""
+    return torch.arange(2 * B) % 5, (torch.arange(2 * B * k) % 7 + 2 if k else None)
 
 
 def _slice(feats, lo, hi):
@@ -78,13 +89,16 @@ def _worker(rank, port, out_path):
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     results = []
     try:
-        for k, sym, learn, chunk in CASES:
+        for k, sym, learn, chunk, mask in CASES:
             torch.manual_seed(0)
-            enc, loss_fn = TinyEncoder(), InfoNCELoss(temperature=0.1, symmetric=sym, learnable_temperature=learn)
+            enc = TinyEncoder()
+            loss_fn = InfoNCELoss(temperature=0.1, symmetric=sym, learnable_temperature=learn, mask_duplicates=mask)
             q, p = make_batch(2 * B, 1), make_batch(2 * B, 2)
             lo, hi = rank * B, (rank + 1) * B
             neg = _slice(make_batch(2 * B * k, 3), lo * k, hi * k) if k else None
-            loss, grads = run_case(enc, loss_fn, _slice(q, lo, hi), _slice(p, lo, hi), neg, chunk)
+            pk, nk = global_keys(k)
+            keys = (pk[lo:hi], nk[lo * k : hi * k] if k else None) if mask else None
+            loss, grads = run_case(enc, loss_fn, _slice(q, lo, hi), _slice(p, lo, hi), neg, chunk, keys)
             global_loss = all_gather_variable(loss.reshape(1)).mean()
             results.append((float(global_loss), grads))
         # Variable-size gather (evaluation path): rank r contributes r + 1 rows.
@@ -112,16 +126,21 @@ def test_two_ranks_equal_one_big_batch(tmp_path):
     out = tmp_path / "rank0.pt"
     mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="spawn")
     got = torch.load(out)
-    for (k, sym, learn, chunk), (loss_2xb, grads_2xb) in zip(CASES, got["results"], strict=True):
+    for (k, sym, learn, chunk, mask), (loss_2xb, grads_2xb) in zip(CASES, got["results"], strict=True):
         torch.manual_seed(0)
-        enc, loss_fn = TinyEncoder(), InfoNCELoss(temperature=0.1, symmetric=sym, learnable_temperature=learn)
+        enc = TinyEncoder()
+        loss_fn = InfoNCELoss(temperature=0.1, symmetric=sym, learnable_temperature=learn, mask_duplicates=mask)
         q, p = make_batch(2 * B, 1), make_batch(2 * B, 2)
         neg = make_batch(2 * B * k, 3) if k else None
-        loss_1x2b, grads_1x2b = run_case(enc, loss_fn, q, p, neg, None)
-        assert loss_2xb == pytest.approx(float(loss_1x2b), rel=1e-5), (k, sym, learn, chunk)
+        loss_1x2b, grads_1x2b = run_case(enc, loss_fn, q, p, neg, None, global_keys(k) if mask else None)
+        assert loss_2xb == pytest.approx(float(loss_1x2b), rel=1e-5), (k, sym, learn, chunk, mask)
+        if mask:  # not vacuous: the keys really remove candidates on the one-process side
+            torch.manual_seed(0)
+            plain, _ = run_case(TinyEncoder(), InfoNCELoss(temperature=0.1, symmetric=sym), q, p, neg, None)
+            assert abs(float(plain) - float(loss_1x2b)) > 1e-3
         for a, b in zip(grads_2xb, grads_1x2b, strict=True):
             err = float((a - b).norm() / b.norm().clamp_min(1e-12))
-            assert err <= 1e-5, (k, sym, learn, chunk, err)
+            assert err <= 1e-5, (k, sym, learn, chunk, mask, err)
     assert got["gathered"].tolist() == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
     # d/dx of sum_r (r+1) * sum(all_gather(x_s * (s+1))) on rank 0: (s+1)=1 times sum_r (r+1) = 3.
     assert got["xgrad"].tolist() == [3.0, 3.0, 3.0]

@@ -507,9 +507,11 @@ def test_real_fit_trains_on_the_samplers_batches_and_epochs_differ(tiny_data, ti
 
 
 @pytest.mark.slow
-def test_ddp_fit_equals_single_process_fit(tiny_data, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("mask", [False, True])
+def test_ddp_fit_equals_single_process_fit(tiny_data, tiny_model_dir, tmp_path, mask):
     """trainer=ddp_cpu (2 ranks × 2 pairs, gathered negatives) ends with identical parameters on both ranks,
-    equal (≤ 1e-4) to one process training on the same global batches of 4 (dropout off)."""
+    equal (≤ 1e-4) to one process training on the same global batches of 4 (dropout off); with
+    loss.mask_duplicates too (the passages' keys are gathered with them)."""
     import shutil
 
     import torch
@@ -526,9 +528,18 @@ def test_ddp_fit_equals_single_process_fit(tiny_data, tiny_model_dir, tmp_path):
         "trainer.max_epochs=1",
         "model.optimizer.lr=1e-3",  # big enough steps that a wrong gradient would show
         "+callbacks.save_params._target_=tests.helpers.SaveParamsAtEnd",
+        f"model.loss.mask_duplicates={str(mask).lower()}",
     ]
+    if mask:  # 4 questions per paragraph over 2 answer sentences: batches of 4 hold shared answers
+        from tests.conftest import make_lareqa
+
+        dup = make_lareqa(tmp_path / "dup-train", n_articles=2, sents=2, qpp=4, seed=5, prefix="dup")
+        common.append(f"data.train.root={dup}")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for name, extra in (("ddp", ["trainer=ddp_cpu"]), ("single", [])):
+    runs = [("ddp", ["trainer=ddp_cpu"]), ("single", [])]
+    if mask:  # a third run without masking shows the fixture's batches really hold duplicates
+        runs.append(("plain", ["model.loss.mask_duplicates=false"]))
+    for name, extra in runs:
         args = [*common, *extra, f"hydra.run.dir={tmp_path / name}", f"+callbacks.save_params.out_dir={tmp_path / name / 'p'}"]
         run_cli(args, tmp_path, env=env)
     r0, r1 = (torch.load(tmp_path / "ddp" / "p" / f"rank{r}.pt") for r in (0, 1))
@@ -540,6 +551,9 @@ def test_ddp_fit_equals_single_process_fit(tiny_data, tiny_model_dir, tmp_path):
         assert float((r0[k] - single[k]).abs().max()) <= 1e-4, k
     # not vacuous: training moved the weights far more than the tolerance
     assert max(float((single[k] - start[k]).abs().max()) for k in single) > 1e-3
+    if mask:
+        plain = torch.load(tmp_path / "plain" / "p" / "rank0.pt")
+        assert max(float((plain[k] - single[k]).abs().max()) for k in single) > 1e-3
 
 
 def test_kill_during_checkpoint_write_then_resume(tiny_data, tiny_model_dir, tmp_path):

@@ -37,6 +37,8 @@ class TokenizedView:
     query: list[int] | np.ndarray
     positive: list[int] | np.ndarray
     negatives: list
+    positive_key: int = -1  # text identity (equal text = equal key) for loss.mask_duplicates
+    negative_keys: tuple[int, ...] = ()
 
 
 class PairDataset(Dataset):
@@ -67,17 +69,25 @@ class PairCollator:
         out = {
             "query": pad_rows([r[1] for r in rows], self.pad_id),
             "passage": pad_rows([r[2].positive for r in rows], self.pad_id),
+            "passage_keys": torch.tensor([r[2].positive_key for r in rows]),  # (B,) same text = same key
             "items": [e.item for e in examples],  # item indices: what the sampler drew (tests, debugging)
             "query_langs": [e.query_lang for e in examples],
             "passage_langs": [e.passage_lang for e in examples],
         }
         if self.k > 0:
-            negs = []
+            negs, keys = [], []
             for i, (_, _, view) in enumerate(rows):
                 own = view.negatives
                 for j in range(self.k):
-                    negs.append(own[j % len(own)] if own else rows[(i + 1) % len(rows)][2].positive)
+                    if own:
+                        negs.append(own[j % len(own)])
+                        keys.append(view.negative_keys[j % len(own)] if view.negative_keys else -1)
+                    else:
+                        borrowed = rows[(i + 1) % len(rows)][2]
+                        negs.append(borrowed.positive)
+                        keys.append(borrowed.positive_key)
             out["negative"] = pad_rows(negs, self.pad_id)
+            out["negative_keys"] = torch.tensor(keys)  # (B·k,)
         return out
 
 
@@ -130,7 +140,7 @@ def _to_prefix_rows(encoder, tokenized: list[dict[str, TokenizedView]]) -> list[
         new = {}
         for lg, v in row.items():
             q, pos = next(q_rows), next(p_rows)
-            new[lg] = TokenizedView(q, pos, [next(p_rows) for _ in v.negatives])
+            new[lg] = TokenizedView(q, pos, [next(p_rows) for _ in v.negatives], v.positive_key, v.negative_keys)
         out.append(new)
     return out
 
@@ -212,13 +222,21 @@ class HybridDataModule(L.LightningDataModule):
                     "Set data.allow_overlap=true to override."
                 )
             self.tokenized = []
+            text_keys: dict[str, int] = {}  # passage text -> key, in item order: the same on every rank
+
+            def key(text: str) -> int:
+                return text_keys.setdefault(text, len(text_keys))
+
             for item in self.items:
                 langs = list(item.views)
                 qs = self._tokenize([item.views[lg].query for lg in langs], "query")
                 ps = self._tokenize([item.views[lg].positive for lg in langs], "passage")
                 row = {}
                 for lg, q, p in zip(langs, qs, ps, strict=True):
-                    row[lg] = TokenizedView(q, p, self._tokenize(list(item.views[lg].negatives), "passage"))
+                    view = item.views[lg]
+                    negs = list(view.negatives)
+                    keys = tuple(key(t) for t in negs)
+                    row[lg] = TokenizedView(q, p, self._tokenize(negs, "passage"), key(view.positive), keys)
                 self.tokenized.append(row)
             if getattr(self.encoder, "prefix_cache", False):
                 self.tokenized = _to_prefix_rows(self.encoder, self.tokenized)

@@ -9,6 +9,7 @@ differentiable all-gather in the loss this is the exact global-batch gradient
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -125,9 +126,12 @@ class HybridRetrievalModule(L.LightningModule):
         ddp = self.trainer.model if self._trainer is not None else None
         if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
             ddp.require_backward_grad_sync = False
+        loss_fn = self.loss_fn
+        if self.loss_fn.mask_duplicates:  # the loss needs to know which passages are the same text
+            loss_fn = functools.partial(self.loss_fn, p_keys=batch["passage_keys"], neg_keys=batch.get("negative_keys"))
         loss = contrastive_backward(
             self.encoder.encode,
-            self.loss_fn,
+            loss_fn,
             batch["query"],
             batch["passage"],
             batch.get("negative"),
