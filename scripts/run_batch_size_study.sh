@@ -27,3 +27,7 @@ train +experiment=mlqa_r +sweep=study_mlqa_r data.sampler.alpha=0.25,0.75 data.b
 # Side study 2: does the frozen prefix keep the ordering of full fine-tuning? One seed, B 16/256.
 train +experiment=mlqa_r +sweep=study_mlqa_r model.encoder.train_layers=null model.encoder.prefix_cache=false \
   data.batch_size=16,256 data.sampler.alpha=0,0.5,1 seed=0
+# Side study 3: does masking duplicate passages change the picture? XQuAD-R questions share answer sentences
+# (a B=1024 monolingual batch holds ~500 duplicate pairs), so alpha=1 is where masking matters most.
+train +experiment=mlqa_r +sweep=study_mlqa_r model.loss.mask_duplicates=true data.batch_size=256,1024 \
+  data.sampler.alpha=1 seed=0
