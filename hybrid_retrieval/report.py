@@ -31,6 +31,12 @@ PANELS = [
     ("multi/map", "multilingual mAP (X→all)"),
     ("multi/rank_distance", "rank distance (lower = less bias)"),
 ]
+RECALL_PANELS = [
+    ("mono/r@1", "monolingual R@1 (X→X)"),
+    ("cross/r@1", "cross-lingual R@1 (X→Y)"),
+    ("multi/hit@1", "multilingual hit@1 (X→all)"),
+    ("cross/r@10", "cross-lingual R@10 (X→Y)"),
+]
 
 
 def _cfg(job: Path) -> dict:
@@ -182,15 +188,18 @@ def plot_curves(
     err: str = "std",
     name: str = "batch_size_curves.png",
     title: str = "mean ± std over seeds",
+    panels: list[tuple[str, str]] | None = None,
 ) -> Path:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4), dpi=110)
+    panels = [(m, t) for m, t in (panels or PANELS) if f"{m} mean" in summary]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), dpi=110, squeeze=False)
+    axes = axes[0]
     names = {0.0: "α=0 (cross only)", 0.5: "α=0.5 (hybrid)", 1.0: "α=1 (mono only)"}
-    for ax, (metric, panel_title) in zip(axes, PANELS, strict=True):
+    for ax, (metric, panel_title) in zip(axes, panels, strict=True):
         for alpha, grp in summary.groupby("alpha"):
             grp = grp.sort_values("batch_size")
             mean, std = grp[f"{metric} mean"], grp[f"{metric} {err}"].fillna(0.0)
@@ -416,6 +425,15 @@ def study_report(
                 lines += effects(main, metric)
             figs = [
                 plot_curves(summary, sub, base, err="ci95", title=f"train {train} → eval {evald}: mean ± 95 % CI over seeds"),
+                plot_curves(
+                    summary,
+                    sub,
+                    base,
+                    err="ci95",
+                    name="batch_size_curves_recall.png",
+                    title=f"train {train} → eval {evald}: recall, mean ± 95 % CI over seeds",
+                    panels=RECALL_PANELS,
+                ),
                 *plot_pair_deltas(pairs[pairs.job.isin(main.job)], sub),
             ]
             lines.append("")

@@ -145,6 +145,8 @@ def test_study_report_from_records(tmp_path):
     assert "## Failed jobs" in text and "ValueError: boom" in text
     assert "| zero-shot (untrained) |" in text
     assert (out / "xquad-r_to_mlqa-r" / "batch_size_curves.png").exists()
+    assert (out / "xquad-r_to_mlqa-r" / "batch_size_curves_recall.png").exists()
+    assert "batch_size_curves_recall.png" in text
     assert (out / "sweep.csv").exists() and (out / "pairs.csv").exists()
     main_rows = (df.status == "ok") & (df.train_layers == 2) & df.alpha.isin([0.0, 0.5, 1.0]) & (df.extra_overrides == "")
     summary = summarise(df[main_rows])
