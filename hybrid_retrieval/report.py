@@ -355,10 +355,21 @@ def study_report(
     seeds: tuple[int, ...] = (0, 1, 2),
     main_layers: str = "2",
     baselines: dict[str, dict] | None = None,
+    side_records: list[Path] | None = None,
 ) -> Path:
     """The batch-size study from its job records: per direction, mean ± 95 % CI over seeds per α × batch,
-    effects against seed noise, per-pair deltas, what the sampler really used, side studies, missing jobs."""
+    effects against seed noise, per-pair deltas, what the sampler really used, side studies, missing jobs.
+
+    ``side_records``: more record folders whose jobs are side rows whatever their overrides (e.g. jobs a
+    design change superseded: their keys are the grid's, so they cannot stay in ``records``); each row
+    is labelled with its folder's name."""
     df, pairs = collect_records(records)
+    for folder in side_records or []:
+        side_df, side_pairs = collect_records(folder)
+        label = f"{Path(folder).name}/"
+        extra = side_df["extra_overrides"].fillna("") if "extra_overrides" in side_df else [""] * len(side_df)
+        side_df["extra_overrides"] = [f"{label} {x}".strip() for x in extra]
+        df, pairs = pd.concat([df, side_df], ignore_index=True), pd.concat([pairs, side_pairs], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     df = df.reindex(columns=[c for c in STUDY_COLUMNS if c in df] + [c for c in df if c not in STUDY_COLUMNS])
     df.to_csv(out / "sweep.csv", index=False)
@@ -449,9 +460,10 @@ def study_report(
     if len(side):
         lines.append("\n## Side studies (one row per job)\n")
         lines.append(
-            "| train → eval | layers trained | α | batch | seed | mono mAP | cross mAP | multi mAP | cross R@1 | rank distance |"
+            "| train → eval | layers trained | α | batch | seed | lr | other overrides | mono mAP | cross mAP | multi mAP "
+            "| cross R@1 | rank distance |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for _, r in side.sort_values(["train", "alpha", "batch_size", "seed"]).iterrows():
             lines.append(
                 f"| {r.train} → {r['eval']} | {r.train_layers} | {r.alpha} | {int(r.batch_size)} | {r.seed} | {r.lr:.2e} | "
@@ -498,6 +510,7 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="expected grid per direction, e.g. xquad-r:mlqa-r:16,64,256,1024 (lists missing jobs)",
     )
+    ap.add_argument("--side-records", nargs="*", default=[], help="record folders shown as side rows only (with --records)")
     ap.add_argument("--alphas", default="0,0.5,1")
     ap.add_argument("--seeds", default="0,1,2")
     args = ap.parse_args(argv)
@@ -515,6 +528,7 @@ def main(argv: list[str] | None = None) -> None:
             alphas=tuple(float(a) for a in args.alphas.split(",")),
             seeds=tuple(int(x) for x in args.seeds.split(",")),
             baselines=baselines,
+            side_records=[Path(x) for x in args.side_records],
         )
         (out / "baselines.json").write_text(json.dumps(baselines, indent=1))
         print(report.read_text())

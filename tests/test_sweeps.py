@@ -127,8 +127,18 @@ def test_study_report_from_records(tmp_path):
     assert (df.status == "ok").sum() == n + 3 and (df.status == "failed").sum() == 1
     assert len(pairs) == 4 * (n + 3)
     out = tmp_path / "report"
-    path = study_report(res, out, expect={("xquad-r", "mlqa-r"): [16, 64]}, baselines={"mlqa-r": {"cross/map": 0.5}})
+    superseded = tmp_path / "superseded"  # a grid job a design change replaced: same key, kept as a side row
+    superseded.mkdir()
+    (superseded / "old.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, 0.0, 0, 0.11)))
+    path = study_report(
+        res,
+        out,
+        expect={("xquad-r", "mlqa-r"): [16, 64]},
+        baselines={"mlqa-r": {"cross/map": 0.5}},
+        side_records=[superseded],
+    )
     text = path.read_text()
+    assert "| superseded/ | 0.8000 | 0.1100 |" in text  # a side row, not a fourth seed of (0.0, 16)
     # 3 seeds 0.60/0.62/0.64: mean 0.62, std 0.02, 95 % CI half-width t(2)·0.02/√3
     half = 4.303 * 0.02 / math.sqrt(3)
     assert f"| 0.0 | 16 | 3 | 2.12e-05 | 14.5 | 0.000 | 0.8000 ± 0.0000 | 0.6200 ± {half:.4f} |" in text
