@@ -142,3 +142,20 @@ def test_adhoc_callback_config_composes_and_is_validated(data_root, tiny_beir):
     )
     with pytest.raises(ConfigError, match=r"callbacks.adhoc_eval.split='test': no qrels/test.tsv in .* \(has \['dev'\]\)"):
         validate_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "sweep", "batch", "lr"),
+    [
+        ("mlqa_r", "study_mlqa_r", 16, 1e-4 * 0.5**0.5),
+        ("mlqa_r", "study_mlqa_r", 64, 1e-4 * 2**0.5),
+        ("mlqa_r", "study_mlqa_r", 256, 1e-4 * 2**0.5),  # held from 64 on (the learning-rate check)
+        ("mlqa_r", "study_mlqa_r", 1024, 1e-4 * 2**0.5),
+        ("xquad_r", "study_xquad_r", 256, 1e-4 * 2**0.5),
+    ],
+)
+def test_study_lr_rule_is_sqrt_capped_at_64(experiment, sweep, batch, lr):
+    cfg = make_cfg([f"+experiment={experiment}", f"+sweep={sweep}", f"data.batch_size={batch}"])
+    assert cfg.model.optimizer.lr == pytest.approx(lr, rel=1e-12)
+    assert cfg.model.grad_cache.chunk_size is None
+    assert cfg.data.sampler.batches_per_epoch == 64  # equal updates at every batch size
