@@ -49,6 +49,7 @@ def train(cfg: DictConfig) -> float | None:
         (out / "SKIPPED").write_text(f"{done['status']}\t{done['_path']}\n")  # read by sweeps.SweepProgress
         print(f"job {key}: already {done['status']} ({done['_path']}): skipped")
         return sweeps.record_value(done, cfg.optimized_metric)
+    (Path(cfg.paths.output_dir) / "SKIPPED").unlink(missing_ok=True)  # from an earlier skip of a job that now runs
     started = sweeps.now_utc()
     commit = sweeps.code_version()  # at the start: the code this job runs
     if cfg.get("seed") is not None:

@@ -345,6 +345,16 @@ def test_sweep_killed_mid_job_resumes_and_matches_uninterrupted(tiny_data, tiny_
     assert "[sweep] 4/4 jobs done (0 failed, 4 skipped)" in proc.stdout, proc.stdout[-3000:]
     assert not list((tmp_path / "fresh").glob("*/result.json"))
 
+    # A record taken away (a job a design change supersedes): that job runs again in the directory where it
+    # was skipped before, and its stale SKIPPED marker does not make it count as skipped.
+    gone = sorted((tmp_path / "results").glob("*.json"))[0]
+    gone.rename(tmp_path / "superseded.json")
+    proc = run_cli(
+        _study_args(tiny_data, tiny_model_dir, tmp_path, tmp_path / "fresh", tmp_path / "results"), tmp_path, multirun=True
+    )
+    assert "[sweep] 4/4 jobs done (0 failed, 3 skipped)" in proc.stdout, proc.stdout[-3000:]
+    assert gone.exists() and len(list((tmp_path / "fresh").glob("*/SKIPPED"))) == 3
+
 
 def test_bad_override_and_ddp_multirun_give_one_line(tiny_data, tiny_model_dir, tmp_path):
     """CLI, not only validate_config: a bad value prints one line (key, value, what is allowed), exit 2."""
