@@ -28,8 +28,9 @@ train +experiment=mlqa_r +sweep=study_mlqa_r data.sampler.alpha=0.25,0.75 data.b
 # at the project's full fine-tuning rate (base 3e-5 at B=32, the only rate measured for it; the top-2 rate would
 # be a 3.3x larger step for every layer), same sqrt-then-held rule; gradient caching (chunks of 128 texts) keeps
 # B=256 within memory (without it: about 14 GB, extrapolated from docs/benchmarks.md).
-train +experiment=mlqa_r +sweep=study_mlqa_r model.encoder.train_layers=null model.encoder.prefix_cache=false \
-  budget.base_lr=3e-5 model.grad_cache.chunk_size=128 data.batch_size=16,256 data.sampler.alpha=0,0.5,1 seed=0
+full_ft=(model.encoder.train_layers=null model.encoder.prefix_cache=false budget.base_lr=3e-5 data.sampler.alpha=0,0.5,1 seed=0)
+train +experiment=mlqa_r +sweep=study_mlqa_r "${full_ft[@]}" data.batch_size=16
+train +experiment=mlqa_r +sweep=study_mlqa_r "${full_ft[@]}" data.batch_size=256 model.grad_cache.chunk_size=128
 # Side study 3: does masking duplicate passages change the picture? XQuAD-R questions share answer sentences
 # (a B=1024 monolingual batch holds ~500 duplicate pairs), so alpha=1 is where masking matters most.
 train +experiment=mlqa_r +sweep=study_mlqa_r model.loss.mask_duplicates=true data.batch_size=256,1024 \
