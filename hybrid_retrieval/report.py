@@ -16,6 +16,7 @@ reproduces everything from the output folder alone.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from pathlib import Path
@@ -160,10 +161,23 @@ def _identity_from_overrides(overrides: list[str]) -> dict:
     return out
 
 
+#: Student t 0.975 quantiles (two-sided 95 %) by degrees of freedom; between tabulated values the
+#: next lower one is used (a slightly wider, conservative interval).
+_T975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086,
+    21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042,
+    40: 2.021, 60: 2.000, 120: 1.980,
+}  # fmt: skip
+
+
 def t_quantile_975(dof: int) -> float:
-    """Student t 0.975 quantile (two-sided 95 % interval) for small degrees of freedom."""
-    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-    return table.get(dof, 1.96)
+    """Student t 0.975 quantile (two-sided 95 % interval); no scipy needed."""
+    if dof < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {dof}")
+    if dof > 120:
+        return 1.960
+    return _T975[max(d for d in _T975 if d <= dof)]
 
 
 def summarise(df: pd.DataFrame, by: tuple[str, ...] = ("alpha", "batch_size")) -> pd.DataFrame:
@@ -189,7 +203,10 @@ def plot_curves(
     name: str = "batch_size_curves.png",
     title: str = "mean ± std over seeds",
     panels: list[tuple[str, str]] | None = None,
+    xlabels: dict[int, str] | None = None,
 ) -> Path:
+    """One panel per metric, one line per α. ``xlabels``: tick label per batch size (e.g. with the
+    distinct negatives a query saw, which is what a batch size means to the loss)."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -207,7 +224,12 @@ def plot_curves(
         if baseline is not None and metric in baseline:
             ax.axhline(baseline[metric], color="grey", linestyle="--", linewidth=1, label="zero-shot (untrained)")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
+        if xlabels:
+            ax.set_xticks(sorted(xlabels), [xlabels[b] for b in sorted(xlabels)], fontsize=7)
+            ax.minorticks_off()
+            ax.set_xlabel("batch size (distinct negatives / query)", fontsize=8)
+        else:
+            ax.set_xlabel("batch size")
         ax.set_title(panel_title, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -249,50 +271,50 @@ def plot_pair_deltas(pairs: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
-    """Markdown lines: batch-size and sampling effects next to the seed noise they must beat.
+    """Markdown lines: batch-size and sampling effects, each with a 95 % confidence interval from the seed noise.
 
-    Noise = the pooled standard deviation over seeds of all (α, batch) cells; an effect is called
-    clear when it exceeds twice the standard error of a difference of two cell means.
+    Noise = the pooled standard deviation over seeds of all (α, batch) cells (weighted by their degrees
+    of freedom; this assumes the cells share one noise level). A difference of two cell means with n_a
+    and n_b seeds has standard error sd·√(1/n_a + 1/n_b); its 95 % interval uses Student t with the
+    pooled degrees of freedom, and it is called clear when that interval excludes 0.
     """
     ok = df[(df.status == "ok") & df[metric].notna()]
     if ok.empty:
         return []
     cells = ok.groupby(["alpha", "batch_size"])[metric]
-    var = cells.var().dropna()
-    n = cells.count()
-    if var.empty:
+    var, n, mean = cells.var(), cells.count(), cells.mean()
+    dof = int((n - 1).clip(lower=0).sum())
+    if dof == 0:
         return [f"\nOne seed per cell: no noise estimate for {metric}."]
-    sd = math.sqrt(float(var.mean()))
-    mean = cells.mean()
-    k = float(n.mean())
-    se_diff = sd * math.sqrt(2.0 / k)
+    sd = math.sqrt(float(((n - 1) * var.fillna(0.0)).sum()) / dof)
+    t = t_quantile_975(dof)
+    digits = 1 if "rank_distance" in metric else 4
 
-    def verdict(d):
-        return "**clear**" if abs(d) > 2 * se_diff else "within noise"
+    def diff(a: tuple, b: tuple) -> str:
+        d = mean[a] - mean[b]
+        half = t * sd * math.sqrt(1.0 / n[a] + 1.0 / n[b])
+        verdict = "**clear**" if abs(d) > half else "within noise"
+        return f"{d:+.{digits}f} [{d - half:+.{digits}f}, {d + half:+.{digits}f}] ({verdict})"
 
     lines = [
-        f"\n## Effects on {metric} against seed noise\n",
-        f"Seed noise (pooled std over seeds, {len(var)} cells, ~{k:.0f} seeds each): {sd:.4f}; "
-        f"standard error of a difference of two cell means: {se_diff:.4f}. 'clear' = |Δ| > 2 SE.\n",
-        "| α | Δ (largest − smallest batch) | verdict |",
-        "|---|---|---|",
+        f"\n### Effects on {metric}: differences with 95 % confidence intervals\n",
+        f"Seed noise: pooled std over seeds {sd:.{digits + 1}f} ({int((n > 1).sum())} cells with ≥ 2 seeds, "
+        f"{dof} degrees of freedom, t = {t:.3f}). 'clear' = the interval excludes 0.\n",
     ]
+    rows = []
     for alpha in sorted(ok.alpha.unique()):
         bs = sorted(b for a, b in mean.index if a == alpha)
-        if len(bs) > 1:
-            d = mean[(alpha, bs[-1])] - mean[(alpha, bs[0])]
-            lines.append(f"| {alpha} | {d:+.4f} ({bs[0]} → {bs[-1]}) | {verdict(d)} |")
+        steps = list(itertools.pairwise(bs))
+        if len(bs) > 2:
+            steps.append((bs[0], bs[-1]))
+        rows += [f"| {alpha} | {int(lo)} → {int(hi)} | {diff((alpha, hi), (alpha, lo))} |" for lo, hi in steps]
+    if rows:
+        lines += ["| α | batch change | Δ [95 % CI] |", "|---|---|---|", *rows]
     alphas = sorted(ok.alpha.unique())
     if 0.5 in alphas and len(alphas) > 1:
         lines += ["", "| batch | hybrid − mono only (α 0.5 − 1) | hybrid − cross only (α 0.5 − 0) |", "|---|---|---|"]
         for b in sorted(ok.batch_size.unique()):
-            cols = []
-            for other in (1.0, 0.0):
-                if (0.5, b) in mean.index and (other, b) in mean.index:
-                    d = mean[(0.5, b)] - mean[(other, b)]
-                    cols.append(f"{d:+.4f} ({verdict(d)})")
-                else:
-                    cols.append("–")
+            cols = [diff((0.5, b), (o, b)) if (0.5, b) in mean.index and (o, b) in mean.index else "–" for o in (1.0, 0.0)]
             lines.append(f"| {int(b)} | {cols[0]} | {cols[1]} |")
     return lines
 
@@ -415,12 +437,10 @@ def study_report(
             if base:
                 lines.append(
                     "| zero-shot (untrained) | – | – | – | – | – | "
-                    + " | ".join(
-                        f"{base[m]:.4f}" if m in base else "–"
-                        for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance")
-                    )
+                    + " | ".join(_fmt(base.get(m), m) for m, _ in TABLE_METRICS)
                     + " |"
                 )
+            lines += strategy_table(summary)
             mix = main.groupby("batch_size").agg(
                 mono=("mono_languages", lambda s: " ".join(sorted({lang for x in s if x for lang in x.split()})) or "–"),
                 cross_used=("cross_pairs_used", "max"),
@@ -432,10 +452,18 @@ def study_report(
             lines.append("|---|---|---|---|---|")
             for b, r in mix.iterrows():
                 lines.append(f"| {int(b)} | {r.mono} | {int(r.cross_used)} | {int(r.cross_feasible)} | {r.excluded} |")
-            for metric in ("cross/map", "multi/map", "mono/map"):
+            for metric in ("cross/map", "multi/map", "mono/map", "multi/rank_distance"):
                 lines += effects(main, metric)
+            negatives = {int(b): f"{int(b)}\n({v:.0f})" for b, v in main.groupby("batch_size").distinct_negatives.mean().items()}
             figs = [
-                plot_curves(summary, sub, base, err="ci95", title=f"train {train} → eval {evald}: mean ± 95 % CI over seeds"),
+                plot_curves(
+                    summary,
+                    sub,
+                    base,
+                    err="ci95",
+                    title=f"train {train} → eval {evald}: mean ± 95 % CI over seeds",
+                    xlabels=negatives,
+                ),
                 plot_curves(
                     summary,
                     sub,
@@ -444,6 +472,7 @@ def study_report(
                     name="batch_size_curves_recall.png",
                     title=f"train {train} → eval {evald}: recall, mean ± 95 % CI over seeds",
                     panels=RECALL_PANELS,
+                    xlabels=negatives,
                 ),
                 *plot_pair_deltas(pairs[pairs.job.isin(main.job)], sub),
             ]
@@ -471,6 +500,8 @@ def study_report(
                 + " | ".join(f"{r[m]:.4f}" for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance"))
                 + " |"
             )
+        lines += alpha_stability(ok, is_main, main_layers)
+        lines += full_finetuning_check(ok, is_main)
     bad = df[df.status != "ok"]
     if len(bad):
         lines.append("\n## Failed jobs\n")
@@ -478,6 +509,118 @@ def study_report(
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+STRATEGIES = ((1.0, "X→X only (α=1)"), (0.0, "X→Y only (α=0)"), (0.5, "hybrid (α=0.5)"))
+TABLE_METRICS = (
+    ("mono/map", "mono mAP"),
+    ("cross/map", "cross mAP"),
+    ("multi/map", "multi mAP"),
+    ("cross/r@1", "cross R@1"),
+    ("multi/rank_distance", "rank distance"),
+)
+
+
+def strategy_table(summary: pd.DataFrame) -> list[str]:
+    """The three training strategies side by side per batch size, the layout of the paper's Table 1
+    (2408.10536), best mean per batch size and column in bold (lowest for rank distance)."""
+    lines = [
+        "\nThe sampling strategies side by side (layout of the paper's Table 1; this project's model, data and "
+        "scale — see the study README for why the paper's own numbers are not beside them):\n",
+        "| batch | strategy | " + " | ".join(t for _, t in TABLE_METRICS) + " |",
+        "|---|---|" + "---|" * len(TABLE_METRICS),
+    ]
+    for b, grp in summary.groupby("batch_size"):
+        best = {}  # the unique best mean per column (no bold for a tie)
+        for m, _ in TABLE_METRICS:
+            col = grp[f"{m} mean"]
+            top = col.min() if "rank_distance" in m else col.max()
+            best[m] = top if (col == top).sum() == 1 else None
+        for alpha, name in STRATEGIES:
+            row = grp[grp.alpha == alpha]
+            if row.empty:
+                continue
+            r = row.iloc[0]
+            cells = []
+            for m, _ in TABLE_METRICS:
+                text = _ci(r, m)
+                cells.append(f"**{text}**" if r[f"{m} mean"] == best[m] else text)
+            lines.append(f"| {int(b)} | {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def alpha_stability(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> list[str]:
+    """Side study 1: metrics against α at the batch sizes where side α values (e.g. 0.25, 0.75) ran,
+    next to the main grid's jobs of the same seeds (like compared with like)."""
+    layers = ok.train_layers.astype(str) == main_layers
+    extra = ok["extra_overrides"].fillna("") if "extra_overrides" in ok else pd.Series("", index=ok.index)
+    side = ok[~is_main & layers & (extra == "")]
+    if side.empty:
+        return []
+    lines = [
+        "\n### Side study: stability in α (one row per α; main-grid jobs of the same seeds included)\n",
+        "| train → eval | batch | seeds | α | " + " | ".join(t for _, t in TABLE_METRICS) + " |",
+        "|---|---|---|---|" + "---|" * len(TABLE_METRICS),
+    ]
+    for (train, evald, b), grp in side.groupby(["train", "eval", "batch_size"]):
+        seeds = sorted(grp.seed.unique())
+        same = ok[is_main & (ok.train == train) & (ok["eval"] == evald) & (ok.batch_size == b) & ok.seed.isin(seeds)]
+        both = pd.concat([grp, same]).groupby("alpha")[[m for m, _ in TABLE_METRICS]].mean()
+        for alpha, r in both.sort_index().iterrows():
+            lines.append(
+                f"| {train} → {evald} | {int(b)} | {' '.join(str(int(s)) for s in seeds)} | {alpha} | "
+                + " | ".join(_fmt(r[m], m) for m, _ in TABLE_METRICS)
+                + " |"
+            )
+    return lines
+
+
+def full_finetuning_check(ok: pd.DataFrame, is_main: pd.Series) -> list[str]:
+    """Side study 2: does training all layers order the strategies like the frozen prefix does?
+    Per batch size: each α's value under full fine-tuning and under the main grid (same seeds), with the
+    rank of α among the strategies (1 = best)."""
+    extra = ok["extra_overrides"].fillna("") if "extra_overrides" in ok else pd.Series("", index=ok.index)
+    full = ok[(ok.train_layers.astype(str) == "all") & ok.alpha.isin([a for a, _ in STRATEGIES]) & (extra == "")]
+    if full.empty:
+        return []
+    lines = [
+        "\n### Side study: frozen prefix vs full fine-tuning (rank of α within a batch size in brackets, 1 = best)\n",
+        "| train → eval | batch | seeds | α | cross mAP, full | cross mAP, frozen | multi mAP, full | multi mAP, frozen "
+        "| rank distance, full | rank distance, frozen |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    same_order = []
+    for (train, evald, b), grp in full.groupby(["train", "eval", "batch_size"]):
+        seeds = sorted(grp.seed.unique())
+        frozen = ok[is_main & (ok.train == train) & (ok["eval"] == evald) & (ok.batch_size == b) & ok.seed.isin(seeds)]
+        metrics = ["cross/map", "multi/map", "multi/rank_distance"]
+        f_mean, z_mean = grp.groupby("alpha")[metrics].mean(), frozen.groupby("alpha")[metrics].mean()
+        ranks = {}
+        for name, tab in (("full", f_mean), ("frozen", z_mean)):
+            for m in metrics:
+                ranks[(name, m)] = tab[m].rank(ascending="rank_distance" in m, method="min")
+        for alpha in f_mean.index:
+            cells = []
+            for m in metrics:
+                for name, tab in (("full", f_mean), ("frozen", z_mean)):
+                    cells.append(f"{_fmt(tab[m][alpha], m)} ({int(ranks[(name, m)][alpha])})" if alpha in tab.index else "–")
+            lines.append(
+                f"| {train} → {evald} | {int(b)} | {' '.join(str(int(s)) for s in seeds)} | {alpha} | " + " | ".join(cells) + " |"
+            )
+        for m in metrics:
+            common = f_mean.index.intersection(z_mean.index)
+            if len(common) == len(f_mean.index) > 1:
+                agree = list(f_mean[m][common].sort_values().index) == list(z_mean[m][common].sort_values().index)
+                same_order.append(f"B={int(b)} {m}: {'same' if agree else 'different'} order of α")
+    if same_order:
+        lines.append("\n" + "; ".join(same_order) + ".")
+    return lines
+
+
+def _fmt(value, metric: str) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:.1f}" if "rank_distance" in metric else f"{value:.4f}"
 
 
 def _excluded_summary(values) -> str:

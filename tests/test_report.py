@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import matplotlib.figure
 import pandas as pd
@@ -63,9 +64,11 @@ def test_report_from_dirs_and_from_csv(tmp_path, capsys):
     md = (sweep / "report.md").read_text()
     assert "Failed or incomplete jobs" in md and "exceeds every pool" in md and "1 failed, 1 incomplete" in md
     assert "| zero-shot (untrained) | – | 1 | 0.6100 | 0.5200 | 0.2500 | 999.0000 |" in md
-    # Effects: multi/map rises 0.048 from batch 16 to 64 (seed noise std 0.0071): clear; α 0.5 − 1 is −0.05.
-    assert "| 0.0 | +0.0480 (16 → 64) | **clear** |" in md
-    assert "| 64 | -0.0500 (**clear**) | +0.0500 (**clear**) |" in md
+    # Effects: multi/map rises 0.048 from batch 16 to 64 (seed noise std 0.0071, 6 cells x 1 dof, t(6) = 2.447):
+    # clear; α 0.5 − 1 is −0.05. 95 % half-width = t · sd · √(1/2 + 1/2).
+    half = 2.447 * math.sqrt(0.01**2 / 2)
+    assert f"| 0.0 | 16 → 64 | +0.0480 [{0.048 - half:+.4f}, {0.048 + half:+.4f}] (**clear**) |" in md
+    assert f"| 64 | -0.0500 [{-0.05 - half:+.4f}, {-0.05 + half:+.4f}] (**clear**) | +0.0500 [" in md
     assert (sweep / "batch_size_curves.png").exists() and (sweep / "pair_delta_alpha0.5.png").exists()
     # The committed CSV alone reproduces the same summary numbers.
     out2 = tmp_path / "again"

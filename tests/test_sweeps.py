@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -162,3 +163,61 @@ def test_study_report_from_records(tmp_path):
     summary = summarise(df[main_rows])
     row = summary[(summary.alpha == 0.0) & (summary.batch_size == 16)].iloc[0]
     assert row["cross/map ci95"] == pytest.approx(half, rel=1e-6)
+
+
+def test_effects_give_confidence_intervals_from_pooled_seed_noise():
+    from hybrid_retrieval.report import effects, t_quantile_975
+
+    rows = []
+    for (alpha, batch), base in {(0.0, 16): 0.60, (0.0, 64): 0.70, (0.5, 16): 0.61, (0.5, 64): 0.71}.items():
+        rows += [{"status": "ok", "alpha": alpha, "batch_size": batch, "cross/map": base + d} for d in (-0.02, 0.0, 0.02)]
+    text = "\n".join(effects(pd.DataFrame(rows), "cross/map"))
+    # every cell: std 0.02 over 3 seeds; 4 cells x 2 dof = 8 dof, t = 2.306; SE of a difference 0.02*sqrt(2/3)
+    half = 2.306 * 0.02 * math.sqrt(2 / 3)
+    assert "pooled std over seeds 0.02000 (4 cells with ≥ 2 seeds, 8 degrees of freedom, t = 2.306)" in text
+    assert f"| 0.0 | 16 → 64 | +0.1000 [{0.1 - half:+.4f}, {0.1 + half:+.4f}] (**clear**) |" in text
+    # no α=1 cells: the hybrid − mono column is empty, hybrid − cross is not
+    assert f"| 16 | – | +0.0100 [{0.01 - half:+.4f}, {0.01 + half:+.4f}] (within noise) |" in text
+    # unequal seed counts: variances pooled by degrees of freedom, SE from both cell sizes
+    rows = [{"status": "ok", "alpha": 0.0, "batch_size": 16, "cross/map": v} for v in (0.58, 0.60, 0.62)] + [
+        {"status": "ok", "alpha": 0.0, "batch_size": 64, "cross/map": v} for v in (0.50, 0.54)
+    ]
+    text = "\n".join(effects(pd.DataFrame(rows), "cross/map"))
+    sd = math.sqrt((2 * 0.02**2 + 1 * (0.04**2 / 2)) / 3)
+    half = 3.182 * sd * math.sqrt(1 / 3 + 1 / 2)
+    assert f"pooled std over seeds {sd:.5f} (2 cells with ≥ 2 seeds, 3 degrees of freedom" in text
+    assert f"| 0.0 | 16 → 64 | -0.0800 [{-0.08 - half:+.4f}, {-0.08 + half:+.4f}] (**clear**) |" in text
+    assert effects(pd.DataFrame(rows[:1] + rows[3:4]), "cross/map") == ["\nOne seed per cell: no noise estimate for cross/map."]
+    assert t_quantile_975(35) == 2.042 and t_quantile_975(500) == 1.96 and t_quantile_975(2) == 4.303
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
+def test_study_report_strategy_table_and_side_study_checks(tmp_path):
+    res = tmp_path / "jobs"
+    res.mkdir()
+    frozen = {0.0: 0.50, 0.5: 0.55, 1.0: 0.52}  # frozen prefix: hybrid > mono > cross
+    full = {0.0: 0.60, 0.5: 0.58, 1.0: 0.56}  # full fine-tuning: cross > hybrid > mono (another order)
+    for alpha, v in frozen.items():
+        for seed in (0, 1):
+            (res / f"f{alpha}-{seed}.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, seed, v + 0.01 * seed)))
+        (res / f"full{alpha}.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, 0, full[alpha], layers=None)))
+    for alpha, v in {0.25: 0.53, 0.75: 0.54}.items():
+        (res / f"side{alpha}.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, 0, v)))
+    text = study_report(res, tmp_path / "out").read_text()
+    # strategies side by side: the unique best cross mAP of the batch (hybrid, mean 0.555 over seeds 0/1) in
+    # bold; tied columns (mono mAP 0.8 everywhere) are not
+    assert "| 16 | hybrid (α=0.5) | 0.8000 ± 0.0000 | **0.5550 ± 0.0635** | 0.4000 ± 0.0000 |" in text
+    assert "| 16 | X→Y only (α=0) | 0.8000 ± 0.0000 | 0.5050 ± 0.0635 |" in text
+    # α stability: seed-0 main jobs beside the side α values, in α order
+    stab = text.split("Side study: stability in α")[1].split("###")[0]
+    rows = [line for line in stab.splitlines() if line.startswith("| xquad-r")]
+    assert [line.split(" | ")[3] for line in rows] == ["0.0", "0.25", "0.5", "0.75", "1.0"]
+    assert "| xquad-r → mlqa-r | 16 | 0 | 0.25 | 0.8000 | 0.5300 |" in stab
+    assert "| xquad-r → mlqa-r | 16 | 0 | 0.5 | 0.8000 | 0.5500 |" in stab  # seed 0 only, not the mean over seeds
+    # full fine-tuning vs frozen prefix, seed 0 of both: values with the rank of α (1 = best)
+    check = text.split("frozen prefix vs full fine-tuning")[1]
+    assert "| xquad-r → mlqa-r | 16 | 0 | 0.0 | 0.6000 (1) | 0.5000 (3) |" in check
+    assert "| xquad-r → mlqa-r | 16 | 0 | 0.5 | 0.5800 (2) | 0.5500 (1) |" in check
+    assert "B=16 cross/map: different order of α" in check
+    assert "B=16 multi/map: same order of α" in check  # all tied at 0.4 in both
