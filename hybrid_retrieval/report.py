@@ -369,6 +369,13 @@ STUDY_COLUMNS = [
 ]  # fmt: skip
 
 
+def main_grid(ok: pd.DataFrame, alphas: tuple[float, ...] = (0.0, 0.5, 1.0), main_layers: str = "2") -> pd.Series:
+    """Which rows (of finished jobs) are cells of the study's main grid: the main layer count, a main α
+    and no override beyond the grid's (side studies, learning-rate checks, superseded jobs are not)."""
+    extra = ok["extra_overrides"].fillna("") if "extra_overrides" in ok else pd.Series("", index=ok.index)
+    return (ok.train_layers.astype(str) == main_layers) & ok.alpha.isin(alphas) & (extra == "")
+
+
 def study_report(
     records: Path,
     out: Path,
@@ -397,8 +404,7 @@ def study_report(
     df.to_csv(out / "sweep.csv", index=False)
     pairs.to_csv(out / "pairs.csv", index=False)
     ok = df[df.status == "ok"]
-    extra = ok["extra_overrides"].fillna("") if "extra_overrides" in ok else pd.Series("", index=ok.index)
-    is_main = (ok.train_layers.astype(str) == main_layers) & ok.alpha.isin(alphas) & (extra == "")
+    is_main = main_grid(ok, alphas, main_layers)
     lines = [
         "# Batch-size study report\n",
         f"Source: `{records}` ({len(df)} job records: {(df.status == 'ok').sum()} ok, {(df.status != 'ok').sum()} failed). "
