@@ -541,7 +541,7 @@ def strategy_table(summary: pd.DataFrame) -> list[str]:
         for m, _ in TABLE_METRICS:
             col = grp[f"{m} mean"]
             top = col.min() if "rank_distance" in m else col.max()
-            best[m] = top if (col == top).sum() == 1 else None
+            best[m] = top if (col == top).sum() == 1 and len(col) > 1 else None
         for alpha, name in STRATEGIES:
             row = grp[grp.alpha == alpha]
             if row.empty:

@@ -193,6 +193,11 @@ def test_effects_give_confidence_intervals_from_pooled_seed_noise():
         t_quantile_975(0)
 
 
+def _row(batch, alpha, cross):
+    metrics = {"mono/map": 0.8, "cross/map": cross, "multi/map": 0.4, "cross/r@1": 0.5, "multi/rank_distance": 100.0}
+    return {"status": "ok", "alpha": alpha, "batch_size": batch, **metrics}
+
+
 def test_study_report_strategy_table_and_side_study_checks(tmp_path):
     res = tmp_path / "jobs"
     res.mkdir()
@@ -209,6 +214,10 @@ def test_study_report_strategy_table_and_side_study_checks(tmp_path):
     # bold; tied columns (mono mAP 0.8 everywhere) are not
     assert "| 16 | hybrid (α=0.5) | 0.8000 ± 0.0000 | **0.5550 ± 0.0635** | 0.4000 ± 0.0000 |" in text
     assert "| 16 | X→Y only (α=0) | 0.8000 ± 0.0000 | 0.5050 ± 0.0635 |" in text
+    from hybrid_retrieval.report import strategy_table
+
+    alone = strategy_table(summarise(pd.DataFrame([_row(1024, 0.0, 0.5)])))  # one strategy: nothing to beat
+    assert alone[-1] == "| 1024 | X→Y only (α=0) | 0.8000 | 0.5000 | 0.4000 | 0.5000 | 100.0 |"
     # α stability: seed-0 main jobs beside the side α values, in α order
     stab = text.split("Side study: stability in α")[1].split("###")[0]
     rows = [line for line in stab.splitlines() if line.startswith("| xquad-r")]
