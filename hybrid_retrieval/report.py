@@ -372,8 +372,17 @@ STUDY_COLUMNS = [
 def main_grid(ok: pd.DataFrame, alphas: tuple[float, ...] = (0.0, 0.5, 1.0), main_layers: str = "2") -> pd.Series:
     """Which rows (of finished jobs) are cells of the study's main grid: the main layer count, a main α
     and no override beyond the grid's (side studies, learning-rate checks, superseded jobs are not)."""
-    extra = ok["extra_overrides"].fillna("") if "extra_overrides" in ok else pd.Series("", index=ok.index)
-    return (ok.train_layers.astype(str) == main_layers) & ok.alpha.isin(alphas) & (extra == "")
+    return (ok.train_layers.astype(str) == main_layers) & ok.alpha.isin(alphas) & (_extra(ok) == "")
+
+
+def _extra(ok: pd.DataFrame) -> pd.Series:
+    """Each job's overrides beyond the grid ("" for none; side folders add their label)."""
+    return ok["extra_overrides"].fillna("") if "extra_overrides" in ok else pd.Series("", index=ok.index)
+
+
+def _same_cell_main(ok, is_main, train, evald, batch, seeds) -> pd.DataFrame:
+    """The main grid's jobs of one direction and batch size, limited to the given seeds."""
+    return ok[is_main & (ok.train == train) & (ok["eval"] == evald) & (ok.batch_size == batch) & ok.seed.isin(seeds)]
 
 
 def study_report(
@@ -559,8 +568,7 @@ def alpha_stability(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> l
     """Side study 1: metrics against α at the batch sizes where side α values (e.g. 0.25, 0.75) ran,
     next to the main grid's jobs of the same seeds (like compared with like)."""
     layers = ok.train_layers.astype(str) == main_layers
-    extra = ok["extra_overrides"].fillna("") if "extra_overrides" in ok else pd.Series("", index=ok.index)
-    side = ok[~is_main & layers & (extra == "")]
+    side = ok[~is_main & layers & (_extra(ok) == "")]
     if side.empty:
         return []
     lines = [
@@ -570,7 +578,7 @@ def alpha_stability(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> l
     ]
     for (train, evald, b), grp in side.groupby(["train", "eval", "batch_size"]):
         seeds = sorted(grp.seed.unique())
-        same = ok[is_main & (ok.train == train) & (ok["eval"] == evald) & (ok.batch_size == b) & ok.seed.isin(seeds)]
+        same = _same_cell_main(ok, is_main, train, evald, b, seeds)
         both = pd.concat([grp, same]).groupby("alpha")[[m for m, _ in TABLE_METRICS]].mean()
         for alpha, r in both.sort_index().iterrows():
             lines.append(
@@ -585,8 +593,7 @@ def full_finetuning_check(ok: pd.DataFrame, is_main: pd.Series) -> list[str]:
     """Side study 2: does training all layers order the strategies like the frozen prefix does?
     Per batch size: each α's value under full fine-tuning and under the main grid (same seeds), with the
     rank of α among the strategies (1 = best)."""
-    extra = ok["extra_overrides"].fillna("") if "extra_overrides" in ok else pd.Series("", index=ok.index)
-    full = ok[(ok.train_layers.astype(str) == "all") & ok.alpha.isin([a for a, _ in STRATEGIES]) & (extra == "")]
+    full = ok[(ok.train_layers.astype(str) == "all") & ok.alpha.isin([a for a, _ in STRATEGIES]) & (_extra(ok) == "")]
     if full.empty:
         return []
     lines = [
@@ -598,7 +605,7 @@ def full_finetuning_check(ok: pd.DataFrame, is_main: pd.Series) -> list[str]:
     same_order = []
     for (train, evald, b), grp in full.groupby(["train", "eval", "batch_size"]):
         seeds = sorted(grp.seed.unique())
-        frozen = ok[is_main & (ok.train == train) & (ok["eval"] == evald) & (ok.batch_size == b) & ok.seed.isin(seeds)]
+        frozen = _same_cell_main(ok, is_main, train, evald, b, seeds)
         metrics = ["cross/map", "multi/map", "multi/rank_distance"]
         f_mean, z_mean = grp.groupby("alpha")[metrics].mean(), frozen.groupby("alpha")[metrics].mean()
         ranks = {}
@@ -613,8 +620,8 @@ def full_finetuning_check(ok: pd.DataFrame, is_main: pd.Series) -> list[str]:
             lines.append(
                 f"| {train} → {evald} | {int(b)} | {' '.join(str(int(s)) for s in seeds)} | {alpha} | " + " | ".join(cells) + " |"
             )
+        common = f_mean.index.intersection(z_mean.index)
         for m in metrics:
-            common = f_mean.index.intersection(z_mean.index)
             if len(common) == len(f_mean.index) > 1:
                 agree = list(f_mean[m][common].sort_values().index) == list(z_mean[m][common].sort_values().index)
                 same_order.append(f"B={int(b)} {m}: {'same' if agree else 'different'} order of α")
