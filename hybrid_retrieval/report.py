@@ -288,7 +288,7 @@ def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
         return [f"\nOne seed per cell: no noise estimate for {metric}."]
     sd = math.sqrt(float(((n - 1) * var.fillna(0.0)).sum()) / dof)
     t = t_quantile_975(dof)
-    digits = 1 if "rank_distance" in metric else 4
+    digits = _digits(metric)
 
     def diff(a: tuple, b: tuple) -> str:
         d = mean[a] - mean[b]
@@ -332,7 +332,10 @@ def write_markdown(
 
     def fmt(row, m):
         mean, std = row.get(f"{m} mean"), row.get(f"{m} std")
-        return f"{mean:.4f} ± {0.0 if pd.isna(std) else std:.4f}" if not pd.isna(mean) else "–"
+        if pd.isna(mean):
+            return "–"
+        d = _digits(m)
+        return f"{mean:.{d}f} ± {0.0 if pd.isna(std) else std:.{d}f}"
 
     for _, r in summary.sort_values(["alpha", "batch_size"]).iterrows():
         lines.append(
@@ -343,7 +346,7 @@ def write_markdown(
         lines.append(
             "| zero-shot (untrained) | – | 1 | "
             + " | ".join(
-                f"{baseline[m]:.4f}" if m in baseline else "–"
+                _fmt(baseline[m], m) if m in baseline else "–"
                 for m in ("mono/map", "cross/map", "multi/map", "multi/rank_distance")
             )
             + " |"
@@ -512,7 +515,7 @@ def study_report(
             lines.append(
                 f"| {r.train} → {r['eval']} | {r.train_layers} | {r.alpha} | {int(r.batch_size)} | {r.seed} | {r.lr:.2e} | "
                 f"{r.get('extra_overrides') or '–'} | "
-                + " | ".join(f"{r[m]:.4f}" for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance"))
+                + " | ".join(_fmt(r[m], m) for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance"))
                 + " |"
             )
         lines += alpha_stability(ok, is_main, main_layers)
@@ -630,10 +633,15 @@ def full_finetuning_check(ok: pd.DataFrame, is_main: pd.Series) -> list[str]:
     return lines
 
 
+def _digits(metric: str) -> int:
+    """Decimals to print: rank distance is in ranks (0.1 is already below its seed noise), the rest in [0, 1]."""
+    return 1 if "rank_distance" in metric else 4
+
+
 def _fmt(value, metric: str) -> str:
     if value is None or pd.isna(value):
         return "–"
-    return f"{value:.1f}" if "rank_distance" in metric else f"{value:.4f}"
+    return f"{value:.{_digits(metric)}f}"
 
 
 def _excluded_summary(values) -> str:
@@ -649,7 +657,7 @@ def _ci(row, metric: str) -> str:
     mean, ci = row.get(f"{metric} mean"), row.get(f"{metric} ci95")
     if pd.isna(mean):
         return "–"
-    digits = 1 if "rank_distance" in metric else 4
+    digits = _digits(metric)
     return f"{mean:.{digits}f} ± {ci:.{digits}f}" if not pd.isna(ci) else f"{mean:.{digits}f}"
 
 

@@ -63,7 +63,11 @@ def test_report_from_dirs_and_from_csv(tmp_path, capsys):
     assert row["multi/map std"] == pytest.approx(pd.Series([0.0, 0.01]).std())
     md = (sweep / "report.md").read_text()
     assert "Failed or incomplete jobs" in md and "exceeds every pool" in md and "1 failed, 1 incomplete" in md
-    assert "| zero-shot (untrained) | – | 1 | 0.6100 | 0.5200 | 0.2500 | 999.0000 |" in md
+    # Rank distance (in ranks) is printed with one decimal everywhere, the [0, 1] metrics with four.
+    assert "| zero-shot (untrained) | – | 1 | 0.6100 | 0.5200 | 0.2500 | 999.0 |" in md
+    rd = 100 / (0.3 + 0.016)  # α 0, batch 16, seed 0 (the mean of seeds 0 and 1 is below)
+    rd_mean = (rd + 100 / (0.3 + 0.016 + 0.01)) / 2
+    assert f"| {rd_mean:.1f} ± " in md and f"{rd_mean:.4f}" not in md
     # Effects: multi/map rises 0.048 from batch 16 to 64 (seed noise std 0.0071, 6 cells x 1 dof, t(6) = 2.447):
     # clear; α 0.5 − 1 is −0.05. 95 % half-width = t · sd · √(1/2 + 1/2).
     half = 2.447 * math.sqrt(0.01**2 / 2)
