@@ -289,6 +289,7 @@ def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
     sd = math.sqrt(float(((n - 1) * var.fillna(0.0)).sum()) / dof)
     t = t_quantile_975(dof)
     digits = _digits(metric)
+    cell_sd = var[n > 1] ** 0.5
 
     def diff(a: tuple, b: tuple) -> str:
         d = mean[a] - mean[b]
@@ -299,7 +300,9 @@ def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
     lines = [
         f"\n### Effects on {metric}: differences with 95 % confidence intervals\n",
         f"Seed noise: pooled std over seeds {sd:.{digits + 1}f} ({int((n > 1).sum())} cells with ≥ 2 seeds, "
-        f"{dof} degrees of freedom, t = {t:.3f}). 'clear' = the interval excludes 0.\n",
+        f"{dof} degrees of freedom, t = {t:.3f}; per-cell std {cell_sd.min():.{digits + 1}f}–"
+        f"{cell_sd.max():.{digits + 1}f}: pooling assumes one noise level for every cell). "
+        "'clear' = the interval excludes 0.\n",
     ]
     rows = []
     for alpha in sorted(ok.alpha.unique()):
