@@ -335,10 +335,7 @@ def write_markdown(
 
     def fmt(row, m):
         mean, std = row.get(f"{m} mean"), row.get(f"{m} std")
-        if pd.isna(mean):
-            return "–"
-        d = _digits(m)
-        return f"{mean:.{d}f} ± {0.0 if pd.isna(std) else std:.{d}f}"
+        return "–" if pd.isna(mean) else _mean_pm(mean, 0.0 if pd.isna(std) else std, m)
 
     for _, r in summary.sort_values(["alpha", "batch_size"]).iterrows():
         lines.append(
@@ -658,10 +655,13 @@ def _excluded_summary(values) -> str:
 
 def _ci(row, metric: str) -> str:
     mean, ci = row.get(f"{metric} mean"), row.get(f"{metric} ci95")
-    if pd.isna(mean):
-        return "–"
-    digits = _digits(metric)
-    return f"{mean:.{digits}f} ± {ci:.{digits}f}" if not pd.isna(ci) else f"{mean:.{digits}f}"
+    return "–" if pd.isna(mean) else _mean_pm(mean, ci, metric)
+
+
+def _mean_pm(mean: float, spread: float, metric: str) -> str:
+    """'mean ± spread' at the metric's digits; the mean alone when there is no spread (one seed)."""
+    d = _digits(metric)
+    return f"{mean:.{d}f}" if pd.isna(spread) else f"{mean:.{d}f} ± {spread:.{d}f}"
 
 
 def main(argv: list[str] | None = None) -> None:
