@@ -174,7 +174,10 @@ def test_effects_give_confidence_intervals_from_pooled_seed_noise():
     text = "\n".join(effects(pd.DataFrame(rows), "cross/map"))
     # every cell: std 0.02 over 3 seeds; 4 cells x 2 dof = 8 dof, t = 2.306; SE of a difference 0.02*sqrt(2/3)
     half = 2.306 * 0.02 * math.sqrt(2 / 3)
-    assert "pooled std over seeds 0.02000 (4 cells with ≥ 2 seeds, 8 degrees of freedom, t = 2.306)" in text
+    assert (
+        "pooled std over seeds 0.02000 (4 cells with ≥ 2 seeds, 8 degrees of freedom, t = 2.306; "
+        "per-cell std 0.02000–0.02000: pooling assumes one noise level for every cell)" in text
+    )
     assert f"| 0.0 | 16 → 64 | +0.1000 [{0.1 - half:+.4f}, {0.1 + half:+.4f}] (**clear**) |" in text
     # no α=1 cells: the hybrid − mono column is empty, hybrid − cross is not
     assert f"| 16 | – | +0.0100 [{0.01 - half:+.4f}, {0.01 + half:+.4f}] (within noise) |" in text
