@@ -2,8 +2,8 @@
 # The batch-size study (docs/results/batch_size_study/README.md), resumable: run it again after a kill, a
 # session limit or on a fresh clone, and it does only the jobs that have no record in
 # docs/results/batch_size_study/jobs/ yet (an unfinished job continues from its last checkpoint).
-# Order: seed by seed, both directions per seed, so a partial study is balanced (the learning-rate check at
-# B=1024 right after seed 0); then the side studies.
+# Order: seed by seed, both directions per seed, so a partial study is balanced (within a seed the B=1024 jobs
+# last; the learning-rate check at B=1024 right after seed 0); then the side studies.
 #   bash scripts/run_batch_size_study.sh            # everything
 #   SEEDS="0" bash scripts/run_batch_size_study.sh  # one seed
 set -uo pipefail
@@ -19,7 +19,10 @@ lr_check() {
 }
 for s in $SEEDS; do
   train +experiment=xquad_r +sweep=study_xquad_r seed="$s"   # train MLQA-R  -> full XQuAD-R, B 16/64/256
-  train +experiment=mlqa_r +sweep=study_mlqa_r seed="$s"     # train XQuAD-R -> full MLQA-R,  B 16/64/256/1024
+  # train XQuAD-R -> full MLQA-R: B 16/64/256 first, then B=1024 (28 min a job, 3x the other three together),
+  # so a stop part-way through a seed leaves the most finished cells
+  train +experiment=mlqa_r +sweep=study_mlqa_r seed="$s" data.batch_size=16,64,256
+  train +experiment=mlqa_r +sweep=study_mlqa_r seed="$s" data.batch_size=1024
   if [ "$s" = 0 ]; then lr_check; fi
 done
 # Side study 1: alpha stability (the paper: 0.4-0.6) at a small and the largest batch, XQuAD-R training.
