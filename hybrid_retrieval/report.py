@@ -270,6 +270,17 @@ def plot_pair_deltas(pairs: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
+def pooled_seed_noise(df: pd.DataFrame, metric: str) -> tuple[float, int]:
+    """The pooled standard deviation over seeds of the (α, batch) cells of ``df`` (variances weighted by
+    their degrees of freedom) and those degrees of freedom; (nan, 0) when no cell has two seeds."""
+    cells = df[df[metric].notna()].groupby(["alpha", "batch_size"])[metric]
+    var, n = cells.var(), cells.count()
+    dof = int((n - 1).clip(lower=0).sum())
+    if dof == 0:
+        return float("nan"), 0
+    return math.sqrt(float(((n - 1) * var.fillna(0.0)).sum()) / dof), dof
+
+
 def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
     """Markdown lines: batch-size and sampling effects, each with a 95 % confidence interval from the seed noise.
 
@@ -283,10 +294,9 @@ def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
         return []
     cells = ok.groupby(["alpha", "batch_size"])[metric]
     var, n, mean = cells.var(), cells.count(), cells.mean()
-    dof = int((n - 1).clip(lower=0).sum())
+    sd, dof = pooled_seed_noise(ok, metric)
     if dof == 0:
         return [f"\nOne seed per cell: no noise estimate for {metric}."]
-    sd = math.sqrt(float(((n - 1) * var.fillna(0.0)).sum()) / dof)
     t = t_quantile_975(dof)
     digits = _digits(metric)
     cell_sd = var[n > 1] ** 0.5
@@ -518,6 +528,7 @@ def study_report(
                 + " | ".join(_fmt(r[m], m) for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance"))
                 + " |"
             )
+        lines += twin_deltas(ok, is_main, main_layers)
         lines += alpha_stability(ok, is_main, main_layers)
         lines += full_finetuning_check(ok, is_main)
     bad = df[df.status != "ok"]
@@ -590,6 +601,58 @@ def alpha_stability(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> l
                 + " |"
             )
     return lines
+
+
+TWIN_METRICS = ("mono/map", "cross/map", "multi/map", "multi/rank_distance")
+
+
+def twin_deltas(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> list[str]:
+    """Side jobs that change one thing (an override, or a superseded design) beside their main-grid twin:
+    the same direction, α, batch size and seed. Δ = side − twin. One job against one job, so the noise of a
+    difference is sd·√2, with sd the direction's pooled seed std of that metric; **bold** when |Δ| exceeds
+    the 95 % band t·sd·√2 (a check, not a seed-averaged effect)."""
+    layers = ok.train_layers.astype(str) == main_layers
+    side = ok[~is_main & layers & (_extra(ok) != "")]
+    key = ["train", "eval", "alpha", "batch_size", "seed"]
+    main = ok[is_main]
+    twins = main.drop_duplicates(key).set_index(key)
+    rows, bands = [], {}
+    for _, r in side.sort_values(["train", "extra_overrides", "alpha", "batch_size", "seed"]).iterrows():
+        k = tuple(r[c] for c in key)
+        if k not in twins.index:
+            continue
+        twin = twins.loc[k]
+        direction = (r.train, r["eval"])
+        if direction not in bands:
+            here = main[(main.train == r.train) & (main["eval"] == r["eval"])]
+            bands[direction] = {}
+            for m in TWIN_METRICS:
+                sd, dof = pooled_seed_noise(here, m)
+                bands[direction][m] = t_quantile_975(dof) * sd * math.sqrt(2) if dof else float("nan")
+        cells = []
+        for m in TWIN_METRICS:
+            d = r[m] - twin[m]
+            text = f"{d:+.{_digits(m)}f}"
+            cells.append(f"**{text}**" if abs(d) > bands[direction][m] else text)
+        rows.append(
+            f"| {r.train} → {r['eval']} | {r.alpha} | {int(r.batch_size)} | {int(r.seed)} | {r.extra_overrides} | "
+            f"{r.lr:.2e} / {twin.lr:.2e} | " + " | ".join(cells) + " |"
+        )
+    if not rows:
+        return []
+    noise = "; ".join(
+        f"{t} → {e}: " + ", ".join(f"{m} ±{_fmt(b[m], m)}" for m in TWIN_METRICS) for (t, e), b in sorted(bands.items())
+    )
+    return [
+        "\n### Side jobs against their main-grid twin (same direction, α, batch, seed; Δ = side − twin)\n",
+        f"95 % band of a one-job-vs-one-job difference (t·sd·√2, pooled seed std of the direction): {noise}. "
+        "**Bold** = outside the band.\n",
+        "| train → eval | α | batch | seed | differs in | lr (side / twin) | "
+        + " | ".join(f"Δ {t}" for m, t in TABLE_METRICS if m in TWIN_METRICS)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(TWIN_METRICS),
+        *rows,
+    ]
 
 
 def full_finetuning_check(ok: pd.DataFrame, is_main: pd.Series) -> list[str]:

@@ -153,6 +153,17 @@ def test_study_report_from_records(tmp_path):
     assert "## Side studies" in text and "| xquad-r → mlqa-r | all | 0.5 | 16 | 0 |" in text
     assert "| xquad-r → mlqa-r | 2 | 0.25 | 64 | 0 |" in text
     assert "| model.optimizer.lr=1e-3 | 0.8000 | 0.9900 |" in text
+    # Side jobs beside their main-grid twin (α 0, B 16, seed 0: cross 0.60). Band = t(11)·sd·√2 with the pooled
+    # seed std: 5 cells of 3 seeds (std 0.02, 2 dof each) and (1.0, 64) with 2 seeds 0.02 apart (1 dof);
+    # mono/multi/rank distance never vary: band 0, Δ 0, not bold.
+    twin = text.split("against their main-grid twin")[1].split("###")[0]
+    band = 2.201 * math.sqrt((10 * 0.02**2 + 0.02**2 / 2) / 11) * math.sqrt(2)
+    assert f"xquad-r → mlqa-r: mono/map ±0.0000, cross/map ±{band:.4f}, multi/map ±0.0000" in twin
+    rows = [line for line in twin.splitlines() if line.startswith("| xquad-r")]
+    assert rows == [
+        "| xquad-r → mlqa-r | 0.0 | 16 | 0 | model.optimizer.lr=1e-3 | 2.12e-05 / 2.12e-05 | +0.0000 | **+0.3900** | +0.0000 | +0.0 |",
+        "| xquad-r → mlqa-r | 0.0 | 16 | 0 | superseded/ | 2.12e-05 / 2.12e-05 | +0.0000 | **-0.4900** | +0.0000 | +0.0 |",
+    ]  # the α=0.25 and the full fine-tuning job have no twin: not listed
     assert "## Failed jobs" in text and "ValueError: boom" in text
     assert "| zero-shot (untrained) |" in text
     assert (out / "xquad-r_to_mlqa-r" / "batch_size_curves.png").exists()
