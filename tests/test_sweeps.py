@@ -139,6 +139,7 @@ def test_study_report_from_records(tmp_path):
         side_records=[superseded],
     )
     text = path.read_text()
+    assert f"Source: `{res}` ({n + 4} records) + `{superseded}` (1 side record): {n + 4} ok, 1 failed." in text
     assert "| superseded/ | 0.8000 | 0.1100 |" in text  # a side row, not a fourth seed of (0.0, 16)
     # 3 seeds 0.60/0.62/0.64: mean 0.62, std 0.02, 95 % CI half-width t(2)·0.02/√3
     half = 4.303 * 0.02 / math.sqrt(3)
