@@ -6,9 +6,13 @@
 # last; the learning-rate check at B=1024 right after seed 0); then the side studies.
 #   bash scripts/run_batch_size_study.sh            # everything
 #   SEEDS="0" bash scripts/run_batch_size_study.sh  # one seed
+#   STAGES="side2 side1" bash scripts/run_batch_size_study.sh  # only these parts, in this order
+# Stages: grid (the main grid and the learning-rate check), side1 (alpha 0.25/0.75), side2 (full fine-tuning),
+# side3 (duplicate masking). Order does not change any result: every job is seeded and resumable on its own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-"0 1 2"}
+STAGES=${STAGES:-"grid side1 side2 side3"}
 train() { python -m hybrid_retrieval.train -m logger=csv "$@"; }
 lr_check() {
   # Learning-rate check at the large end (study README "Open questions"): seed 0 showed every metric dropping
@@ -17,6 +21,7 @@ lr_check() {
   train +experiment=mlqa_r +sweep=study_mlqa_r data.batch_size=1024 data.sampler.alpha=0 seed=0 \
     model.optimizer.lr=2.83e-4,1.41e-4
 }
+grid() {
 for s in $SEEDS; do
   train +experiment=xquad_r +sweep=study_xquad_r seed="$s"   # train MLQA-R  -> full XQuAD-R, B 16/64/256
   # train XQuAD-R -> full MLQA-R: B 16/64/256 first, then B=1024 (28 min a job, 3x the other three together),
@@ -25,16 +30,28 @@ for s in $SEEDS; do
   train +experiment=mlqa_r +sweep=study_mlqa_r seed="$s" data.batch_size=1024
   if [ "$s" = 0 ]; then lr_check; fi
 done
+}
 # Side study 1: alpha stability (the paper: 0.4-0.6) at a small and the largest batch, XQuAD-R training.
-train +experiment=mlqa_r +sweep=study_mlqa_r data.sampler.alpha=0.25,0.75 data.batch_size=64,1024 seed=0
+side1() { train +experiment=mlqa_r +sweep=study_mlqa_r data.sampler.alpha=0.25,0.75 data.batch_size=64,1024 seed=0; }
 # Side study 2: does the frozen prefix keep the ordering of full fine-tuning? One seed, B 16/256. All 12 layers
 # at the project's full fine-tuning rate (base 3e-5 at B=32, the only rate measured for it; the top-2 rate would
 # be a 3.3x larger step for every layer), same sqrt-then-held rule; gradient caching (chunks of 128 texts) keeps
 # B=256 within memory (without it: about 14 GB, extrapolated from docs/benchmarks.md).
 full_ft=(model.encoder.train_layers=null model.encoder.prefix_cache=false budget.base_lr=3e-5 data.sampler.alpha=0,0.5,1 seed=0)
-train +experiment=mlqa_r +sweep=study_mlqa_r "${full_ft[@]}" data.batch_size=16
-train +experiment=mlqa_r +sweep=study_mlqa_r "${full_ft[@]}" data.batch_size=256 model.grad_cache.chunk_size=128
+side2() {
+  train +experiment=mlqa_r +sweep=study_mlqa_r "${full_ft[@]}" data.batch_size=16
+  train +experiment=mlqa_r +sweep=study_mlqa_r "${full_ft[@]}" data.batch_size=256 model.grad_cache.chunk_size=128
+}
 # Side study 3: does masking duplicate passages change the picture? XQuAD-R questions share answer sentences
 # (a B=1024 monolingual batch holds ~500 duplicate pairs), so alpha=1 is where masking matters most.
-train +experiment=mlqa_r +sweep=study_mlqa_r model.loss.mask_duplicates=true data.batch_size=256,1024 \
-  data.sampler.alpha=1 seed=0
+side3() {
+  train +experiment=mlqa_r +sweep=study_mlqa_r model.loss.mask_duplicates=true data.batch_size=256,1024 \
+    data.sampler.alpha=1 seed=0
+}
+for stage in $STAGES; do  # check every name before running anything
+  case "$stage" in
+    grid | side1 | side2 | side3) ;;
+    *) echo "run_batch_size_study.sh: unknown stage '$stage' (expected: grid side1 side2 side3)" >&2; exit 2 ;;
+  esac
+done
+for stage in $STAGES; do "$stage"; done
