@@ -270,15 +270,20 @@ def plot_pair_deltas(pairs: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def pooled_seed_noise(df: pd.DataFrame, metric: str) -> tuple[float, int]:
-    """The pooled standard deviation over seeds of the (α, batch) cells of ``df`` (variances weighted by
-    their degrees of freedom) and those degrees of freedom; (nan, 0) when no cell has two seeds."""
-    cells = df[df[metric].notna()].groupby(["alpha", "batch_size"])[metric]
-    var, n = cells.var(), cells.count()
+def _pool(var: pd.Series, n: pd.Series) -> tuple[float, int]:
+    """Pooled standard deviation of cells with variances ``var`` and sizes ``n`` (weighted by degrees of
+    freedom) and those degrees of freedom; (nan, 0) when no cell has two values."""
     dof = int((n - 1).clip(lower=0).sum())
     if dof == 0:
         return float("nan"), 0
     return math.sqrt(float(((n - 1) * var.fillna(0.0)).sum()) / dof), dof
+
+
+def pooled_seed_noise(df: pd.DataFrame, metric: str) -> tuple[float, int]:
+    """The pooled standard deviation over seeds of the (α, batch) cells of ``df`` (variances weighted by
+    their degrees of freedom) and those degrees of freedom; (nan, 0) when no cell has two seeds."""
+    cells = df[df[metric].notna()].groupby(["alpha", "batch_size"])[metric]
+    return _pool(cells.var(), cells.count())
 
 
 def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
@@ -294,7 +299,7 @@ def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
         return []
     cells = ok.groupby(["alpha", "batch_size"])[metric]
     var, n, mean = cells.var(), cells.count(), cells.mean()
-    sd, dof = pooled_seed_noise(ok, metric)
+    sd, dof = _pool(var, n)
     if dof == 0:
         return [f"\nOne seed per cell: no noise estimate for {metric}."]
     t = t_quantile_975(dof)
@@ -618,19 +623,21 @@ def twin_deltas(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> list[
     key = ["train", "eval", "alpha", "batch_size", "seed"]
     main = ok[is_main]
     twins = main.drop_duplicates(key).set_index(key)
-    rows, bands = [], {}
+    bands = {}  # per direction with side jobs: metric -> 95 % half-width of a one-job-vs-one-job difference
+    for train, evald in {(r.train, r["eval"]) for _, r in side.iterrows()}:
+        here = main[(main.train == train) & (main["eval"] == evald)]
+        noise = {m: pooled_seed_noise(here, m) for m in TWIN_METRICS}
+        bands[(train, evald)] = {
+            m: t_quantile_975(dof) * sd * math.sqrt(2) if dof else float("nan") for m, (sd, dof) in noise.items()
+        }
+    rows, used = [], set()
     for _, r in side.sort_values(["train", "extra_overrides", "alpha", "batch_size", "seed"]).iterrows():
         k = tuple(r[c] for c in key)
         if k not in twins.index:
             continue
         twin = twins.loc[k]
         direction = (r.train, r["eval"])
-        if direction not in bands:
-            here = main[(main.train == r.train) & (main["eval"] == r["eval"])]
-            bands[direction] = {}
-            for m in TWIN_METRICS:
-                sd, dof = pooled_seed_noise(here, m)
-                bands[direction][m] = t_quantile_975(dof) * sd * math.sqrt(2) if dof else float("nan")
+        used.add(direction)
         cells = []
         for m in TWIN_METRICS:
             d = r[m] - twin[m]
@@ -643,7 +650,7 @@ def twin_deltas(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> list[
     if not rows:
         return []
     noise = "; ".join(
-        f"{t} → {e}: " + ", ".join(f"{m} ±{_fmt(b[m], m)}" for m in TWIN_METRICS) for (t, e), b in sorted(bands.items())
+        f"{t} → {e}: " + ", ".join(f"{m} ±{_fmt(bands[(t, e)][m], m)}" for m in TWIN_METRICS) for t, e in sorted(used)
     )
     return [
         "\n### Side jobs against their main-grid twin (same direction, α, batch, seed; Δ = side − twin)\n",
@@ -688,13 +695,35 @@ def full_finetuning_check(ok: pd.DataFrame, is_main: pd.Series) -> list[str]:
             lines.append(
                 f"| {train} → {evald} | {int(b)} | {' '.join(str(int(s)) for s in seeds)} | {alpha} | " + " | ".join(cells) + " |"
             )
-        common = f_mean.index.intersection(z_mean.index)
+        common = sorted(f_mean.index.intersection(z_mean.index))
+        here = ok[is_main & (ok.train == train) & (ok["eval"] == evald)]
         for m in metrics:
-            if len(common) == len(f_mean.index) > 1:
-                agree = list(f_mean[m][common].sort_values().index) == list(z_mean[m][common].sort_values().index)
-                same_order.append(f"B={int(b)} {m}: {'same' if agree else 'different'} order of α")
+            if len(common) < 2 or len(common) != len(f_mean.index):
+                continue
+            sd, dof = pooled_seed_noise(here, m)
+            band = t_quantile_975(dof) * sd * math.sqrt(2) if dof else float("nan")
+            agree = list(f_mean[m][common].sort_values().index) == list(z_mean[m][common].sort_values().index)
+            flips = []
+            for a, c in itertools.combinations(common, 2):
+                d_full, d_frozen = f_mean[m][c] - f_mean[m][a], z_mean[m][c] - z_mean[m][a]
+                if math.copysign(1, d_full) != math.copysign(1, d_frozen) and (d_full or d_frozen):
+                    clear = abs(d_full) > band and abs(d_frozen) > band
+                    flips.append(
+                        f"α {c} − {a}: {d_full:+.{_digits(m)}f} full vs {d_frozen:+.{_digits(m)}f} frozen "
+                        f"({'both outside' if clear else 'not both outside'} ±{_fmt(band, m)})"
+                    )
+            same_order.append(
+                f"B={int(b)} {m}: {'same' if agree else 'different'} order of α"
+                + (f" (reversed: {'; '.join(flips)})" if flips else "")
+            )
     if same_order:
-        lines.append("\n" + "; ".join(same_order) + ".")
+        lines.append(
+            "\nOrder of α per metric. A reversed pair is one whose difference has opposite signs in the two regimes; "
+            "± is the 95 % band of a one-job-vs-one-job difference from the frozen grid's pooled seed noise (full "
+            "fine-tuning ran one seed, so its own noise is not measured: the band assumes it is alike). A reversal "
+            "means something only when both differences are outside it.\n"
+        )
+        lines += [f"- {x}" for x in same_order]
     return lines
 
 

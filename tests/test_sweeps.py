@@ -243,5 +243,28 @@ def test_study_report_strategy_table_and_side_study_checks(tmp_path):
     check = text.split("frozen prefix vs full fine-tuning")[1]
     assert "| xquad-r → mlqa-r | 16 | 0 | 0.0 | 0.6000 (1) | 0.5000 (3) |" in check
     assert "| xquad-r → mlqa-r | 16 | 0 | 0.5 | 0.5800 (2) | 0.5500 (1) |" in check
-    assert "B=16 cross/map: different order of α" in check
-    assert "B=16 multi/map: same order of α" in check  # all tied at 0.4 in both
+    # pairwise: α 0.5 − 0 is −0.02 full vs +0.05 frozen, α 1 − 0 is −0.04 vs +0.02 (reversed, but not both outside
+    # the band t(3)·sd·√2 = 3.182 · 0.00707 · 1.414 = 0.0318); α 1 − 0.5 agrees (−0.02 vs −0.03): not listed
+    assert (
+        "- B=16 cross/map: different order of α (reversed: α 0.5 − 0.0: -0.0200 full vs +0.0500 frozen (not both "
+        "outside ±0.0318); α 1.0 − 0.0: -0.0400 full vs +0.0200 frozen (not both outside ±0.0318))"
+    ) in check
+    assert "- B=16 multi/map: same order of α\n" in check  # all tied at 0.4 in both: no reversal
+
+
+def test_full_finetuning_check_calls_a_reversal_clear_only_outside_the_band(tmp_path):
+    res = tmp_path / "jobs"
+    res.mkdir()
+    for alpha, v in {0.0: 0.50, 1.0: 0.60}.items():  # frozen: α=1 ahead by 0.10; seed noise sd 0.000707
+        for seed in (0, 1):
+            (res / f"f{alpha}-{seed}.json").write_text(
+                json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, seed, v + 0.001 * seed))
+            )
+    for alpha, v in {0.0: 0.60, 1.0: 0.50}.items():  # full fine-tuning: α=0 ahead by 0.10
+        (res / f"full{alpha}.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, 0, v, layers=None)))
+    check = study_report(res, tmp_path / "out").read_text().split("frozen prefix vs full fine-tuning")[1]
+    # band t(2)·sd·√2 = 4.303 · 0.000707 · 1.414 = 0.0043: both ±0.10 differences are outside it
+    assert (
+        "- B=16 cross/map: different order of α (reversed: α 1.0 − 0.0: -0.1000 full vs +0.1000 frozen (both outside ±0.0043))"
+        in check
+    )
