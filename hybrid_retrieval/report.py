@@ -664,11 +664,17 @@ def twin_deltas(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> list[
     ]
 
 
+#: Overrides that make a job full fine-tuning (layers, cache, its learning rate, gradient-cache chunks) and
+#: nothing else: a full fine-tuning job with any other override (e.g. duplicate masking) is not in the check.
+FULL_FT_KEYS = ("model.encoder.", "budget.base_lr=", "model.grad_cache.")
+
+
 def full_finetuning_check(ok: pd.DataFrame, is_main: pd.Series) -> list[str]:
     """Side study 2: does training all layers order the strategies like the frozen prefix does?
     Per batch size: each α's value under full fine-tuning and under the main grid (same seeds), with the
     rank of α among the strategies (1 = best)."""
-    full = ok[(ok.train_layers.astype(str) == "all") & ok.alpha.isin([a for a, _ in STRATEGIES]) & (_extra(ok) == "")]
+    regime = _extra(ok).map(lambda x: all(o.startswith(FULL_FT_KEYS) for o in x.split()))
+    full = ok[(ok.train_layers.astype(str) == "all") & ok.alpha.isin([a for a, _ in STRATEGIES]) & regime]
     if full.empty:
         return []
     lines = [

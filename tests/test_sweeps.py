@@ -65,8 +65,9 @@ def test_record_value_and_progress_count_skipped_jobs(tmp_path, capsys):
     assert "[sweep] 4/4 jobs done (2 failed, 2 skipped)" in capsys.readouterr().out.splitlines()[-1]
 
 
-def _record(train, evald, batch, alpha, seed, cross, status="ok", layers=2):
-    rec = {"status": status, "job": f"{train}-{batch}-{alpha}-{seed}-{layers}", "overrides": [f"seed={seed}"]}
+def _record(train, evald, batch, alpha, seed, cross, status="ok", layers=2, extra=()):
+    overrides = [f"seed={seed}", *extra]
+    rec = {"status": status, "job": f"{train}-{batch}-{alpha}-{seed}-{layers}", "overrides": overrides}
     if status != "ok":
         return {**rec, "error": "ValueError: boom"}
     langs = ["en", "de"]
@@ -105,6 +106,10 @@ def _record(train, evald, batch, alpha, seed, cross, status="ok", layers=2):
     }
 
 
+#: The overrides of a side-study-2 job as the study script writes them (the 12-layer regime, nothing else).
+FULL_FT = ("model.encoder.train_layers=null", "model.encoder.prefix_cache=false", "budget.base_lr=3e-5")
+
+
 def test_study_report_from_records(tmp_path):
     res = tmp_path / "jobs"
     res.mkdir()
@@ -119,7 +124,7 @@ def test_study_report_from_records(tmp_path):
                 (res / f"{n}.json").write_text(json.dumps(rec))
                 n += 1
     (res / "side.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 64, 0.25, 0, 0.7)))
-    (res / "full.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, 0.5, 0, 0.7, layers=None)))
+    (res / "full.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, 0.5, 0, 0.7, layers=None, extra=FULL_FT)))
     lr_check = _record("xquad-r", "mlqa-r", 16, 0.0, 0, 0.99)
     lr_check["overrides"] = ["seed=0", "+sweep=study_mlqa_r", "model.optimizer.lr=1e-3"]
     (res / "lr_check.json").write_text(json.dumps(lr_check))  # same cell, extra override: a side row, not a seed
@@ -221,7 +226,9 @@ def test_study_report_strategy_table_and_side_study_checks(tmp_path):
     for alpha, v in frozen.items():
         for seed in (0, 1):
             (res / f"f{alpha}-{seed}.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, seed, v + 0.01 * seed)))
-        (res / f"full{alpha}.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, 0, full[alpha], layers=None)))
+        (res / f"full{alpha}.json").write_text(
+            json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, 0, full[alpha], layers=None, extra=FULL_FT))
+        )
     for alpha, v in {0.25: 0.53, 0.75: 0.54}.items():
         (res / f"side{alpha}.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, 0, v)))
     text = study_report(res, tmp_path / "out").read_text()
@@ -261,8 +268,13 @@ def test_full_finetuning_check_calls_a_reversal_clear_only_outside_the_band(tmp_
                 json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, seed, v + 0.001 * seed))
             )
     for alpha, v in {0.0: 0.60, 1.0: 0.50}.items():  # full fine-tuning: α=0 ahead by 0.10
-        (res / f"full{alpha}.json").write_text(json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, 0, v, layers=None)))
+        (res / f"full{alpha}.json").write_text(
+            json.dumps(_record("xquad-r", "mlqa-r", 16, alpha, 0, v, layers=None, extra=FULL_FT))
+        )
+    masked = _record("xquad-r", "mlqa-r", 16, 0.0, 0, 0.99, layers=None, extra=(*FULL_FT, "model.loss.mask_duplicates=true"))
+    (res / "full-masked.json").write_text(json.dumps({**masked, "job": "full-masked"}))  # another regime: not in the check
     check = study_report(res, tmp_path / "out").read_text().split("frozen prefix vs full fine-tuning")[1]
+    assert "0.9900" not in check.split("###")[0]
     # band t(2)·sd·√2 = 4.303 · 0.000707 · 1.414 = 0.0043: both ±0.10 differences are outside it
     assert (
         "- B=16 cross/map: different order of α (reversed: α 1.0 − 0.0: -0.1000 full vs +0.1000 frozen (both outside ±0.0043))"
