@@ -32,7 +32,11 @@ for s in $SEEDS; do
 done
 }
 # Side study 1: alpha stability (the paper: 0.4-0.6) at a small and the largest batch, XQuAD-R training.
-side1() { train +experiment=mlqa_r +sweep=study_mlqa_r data.sampler.alpha=0.25,0.75 data.batch_size=64,1024 seed=0; }
+# B=64 for both alphas first (4 min a job), then B=1024 (28 min a job), so a stop part-way keeps the most cells.
+side1() {
+  train +experiment=mlqa_r +sweep=study_mlqa_r data.sampler.alpha=0.25,0.75 data.batch_size=64 seed=0
+  train +experiment=mlqa_r +sweep=study_mlqa_r data.sampler.alpha=0.25,0.75 data.batch_size=1024 seed=0
+}
 # Side study 2: does the frozen prefix keep the ordering of full fine-tuning? One seed, B 16/256. All 12 layers
 # at the project's full fine-tuning rate (base 3e-5 at B=32, the only rate measured for it; the top-2 rate would
 # be a 3.3x larger step for every layer), same sqrt-then-held rule; gradient caching (chunks of 128 texts) keeps
