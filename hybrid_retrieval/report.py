@@ -536,7 +536,7 @@ def study_report(
                 + " |"
             )
         lines += twin_deltas(ok, is_main, main_layers)
-        lines += alpha_stability(ok, is_main, main_layers)
+        lines += alpha_stability(ok, is_main, main_layers, out)
         lines += full_finetuning_check(ok, is_main)
     bad = df[df.status != "ok"]
     if len(bad):
@@ -585,9 +585,10 @@ def strategy_table(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
-def alpha_stability(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> list[str]:
+def alpha_stability(ok: pd.DataFrame, is_main: pd.Series, main_layers: str, out: Path | None = None) -> list[str]:
     """Side study 1: metrics against α at the batch sizes where side α values (e.g. 0.25, 0.75) ran,
-    next to the main grid's jobs of the same seeds (like compared with like)."""
+    next to the main grid's jobs of the same seeds (like compared with like); with ``out``, also a plot
+    of them against α (error bars: ±t·sd, the 95 % range of one job from the direction's seed noise)."""
     layers = ok.train_layers.astype(str) == main_layers
     side = ok[~is_main & layers & (_extra(ok) == "")]
     if side.empty:
@@ -597,17 +598,53 @@ def alpha_stability(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> l
         "| train → eval | batch | seeds | α | " + " | ".join(t for _, t in TABLE_METRICS) + " |",
         "|---|---|---|---|" + "---|" * len(TABLE_METRICS),
     ]
+    curves = {}  # (train, eval, batch) -> α-indexed means
     for (train, evald, b), grp in side.groupby(["train", "eval", "batch_size"]):
         seeds = sorted(grp.seed.unique())
         same = _same_cell_main(ok, is_main, train, evald, b, seeds)
         both = pd.concat([grp, same]).groupby("alpha")[[m for m, _ in TABLE_METRICS]].mean()
+        curves[(train, evald, int(b), len(seeds))] = both.sort_index()
         for alpha, r in both.sort_index().iterrows():
             lines.append(
                 f"| {train} → {evald} | {int(b)} | {' '.join(str(int(s)) for s in seeds)} | {alpha} | "
                 + " | ".join(_fmt(r[m], m) for m, _ in TABLE_METRICS)
                 + " |"
             )
+    if out is not None:
+        path = plot_alpha_stability(curves, ok[is_main], out)
+        lines += ["", f"![{path.stem}]({path.name})"]
     return lines
+
+
+ALPHA_PANELS = (("cross/map", "cross mAP"), ("multi/map", "multi mAP"), ("multi/rank_distance", "rank distance"))
+
+
+def plot_alpha_stability(curves: dict, main: pd.DataFrame, out: Path) -> Path:
+    """Metric against α, one line per (direction, batch size); error bars ±t·sd/√n with sd the direction's
+    pooled seed std and n the seeds averaged (for one seed: the range one job's value falls in by seed alone)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, len(ALPHA_PANELS), figsize=(4.2 * len(ALPHA_PANELS), 3.4), dpi=110, squeeze=False)
+    for ax, (metric, panel_title) in zip(axes[0], ALPHA_PANELS, strict=True):
+        for (train, evald, b, n), tab in curves.items():
+            sd, dof = pooled_seed_noise(main[(main.train == train) & (main["eval"] == evald)], metric)
+            half = t_quantile_975(dof) * sd / math.sqrt(n) if dof else 0.0
+            ax.errorbar(tab.index, tab[metric], yerr=half, marker="o", capsize=3, label=f"{train} → {evald}, B={b}")
+        ax.axvspan(0.4, 0.6, color="grey", alpha=0.12, linewidth=0)
+        ax.set_xlabel("α (share of monolingual batches)")
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_title(panel_title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("stability in α (shaded: the paper's stable range 0.4–0.6); ±95 % range from seed noise", fontsize=8)
+    fig.tight_layout()
+    path = out / "alpha_stability.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 TWIN_METRICS = ("mono/map", "cross/map", "multi/map", "multi/rank_distance")

@@ -246,6 +246,8 @@ def test_study_report_strategy_table_and_side_study_checks(tmp_path):
     assert [line.split(" | ")[3] for line in rows] == ["0.0", "0.25", "0.5", "0.75", "1.0"]
     assert "| xquad-r → mlqa-r | 16 | 0 | 0.25 | 0.8000 | 0.5300 |" in stab
     assert "| xquad-r → mlqa-r | 16 | 0 | 0.5 | 0.8000 | 0.5500 |" in stab  # seed 0 only, not the mean over seeds
+    assert "![alpha_stability](alpha_stability.png)" in stab
+    assert (tmp_path / "out" / "alpha_stability.png").stat().st_size > 0
     # full fine-tuning vs frozen prefix, seed 0 of both: values with the rank of α (1 = best)
     check = text.split("frozen prefix vs full fine-tuning")[1]
     assert "| xquad-r → mlqa-r | 16 | 0 | 0.0 | 0.6000 (1) | 0.5000 (3) |" in check
