@@ -286,6 +286,13 @@ def pooled_seed_noise(df: pd.DataFrame, metric: str) -> tuple[float, int]:
     return _pool(cells.var(), cells.count())
 
 
+def one_job_band(df: pd.DataFrame, metric: str) -> float:
+    """95 % half-width of a one-job-vs-one-job difference, t·sd·√2 with sd the pooled seed std of ``df``'s
+    cells (nan when no cell has two seeds): the yardstick for single-seed side jobs."""
+    sd, dof = pooled_seed_noise(df, metric)
+    return t_quantile_975(dof) * sd * math.sqrt(2) if dof else float("nan")
+
+
 def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
     """Markdown lines: batch-size and sampling effects, each with a 95 % confidence interval from the seed noise.
 
@@ -588,7 +595,7 @@ def strategy_table(summary: pd.DataFrame) -> list[str]:
 def alpha_stability(ok: pd.DataFrame, is_main: pd.Series, main_layers: str, out: Path | None = None) -> list[str]:
     """Side study 1: metrics against α at the batch sizes where side α values (e.g. 0.25, 0.75) ran,
     next to the main grid's jobs of the same seeds (like compared with like); with ``out``, also a plot
-    of them against α (error bars: ±t·sd, the 95 % range of one job from the direction's seed noise)."""
+    of them against α (:func:`plot_alpha_stability`)."""
     layers = ok.train_layers.astype(str) == main_layers
     side = ok[~is_main & layers & (_extra(ok) == "")]
     if side.empty:
@@ -598,7 +605,7 @@ def alpha_stability(ok: pd.DataFrame, is_main: pd.Series, main_layers: str, out:
         "| train → eval | batch | seeds | α | " + " | ".join(t for _, t in TABLE_METRICS) + " |",
         "|---|---|---|---|" + "---|" * len(TABLE_METRICS),
     ]
-    curves = {}  # (train, eval, batch) -> α-indexed means
+    curves = {}  # (train, eval, batch, seeds averaged) -> α-indexed means
     for (train, evald, b), grp in side.groupby(["train", "eval", "batch_size"]):
         seeds = sorted(grp.seed.unique())
         same = _same_cell_main(ok, is_main, train, evald, b, seeds)
@@ -663,10 +670,7 @@ def twin_deltas(ok: pd.DataFrame, is_main: pd.Series, main_layers: str) -> list[
     bands = {}  # per direction with side jobs: metric -> 95 % half-width of a one-job-vs-one-job difference
     for train, evald in {(r.train, r["eval"]) for _, r in side.iterrows()}:
         here = main[(main.train == train) & (main["eval"] == evald)]
-        noise = {m: pooled_seed_noise(here, m) for m in TWIN_METRICS}
-        bands[(train, evald)] = {
-            m: t_quantile_975(dof) * sd * math.sqrt(2) if dof else float("nan") for m, (sd, dof) in noise.items()
-        }
+        bands[(train, evald)] = {m: one_job_band(here, m) for m in TWIN_METRICS}
     rows, used = [], set()
     for _, r in side.sort_values(["train", "extra_overrides", "alpha", "batch_size", "seed"]).iterrows():
         k = tuple(r[c] for c in key)
@@ -743,8 +747,7 @@ def full_finetuning_check(ok: pd.DataFrame, is_main: pd.Series) -> list[str]:
         for m in metrics:
             if len(common) < 2 or len(common) != len(f_mean.index):
                 continue
-            sd, dof = pooled_seed_noise(here, m)
-            band = t_quantile_975(dof) * sd * math.sqrt(2) if dof else float("nan")
+            band = one_job_band(here, m)
             agree = list(f_mean[m][common].sort_values().index) == list(z_mean[m][common].sort_values().index)
             flips = []
             for a, c in itertools.combinations(common, 2):

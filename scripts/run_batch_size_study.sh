@@ -40,9 +40,8 @@ side1() {
 # Side study 2: does the frozen prefix keep the ordering of full fine-tuning? One seed, B 16/256. All 12 layers
 # at the project's full fine-tuning rate (base 3e-5 at B=32, the only rate measured for it; the top-2 rate would
 # be a 3.3x larger step for every layer), same sqrt-then-held rule. No gradient caching, as in the main grid: B=256
-# over all 12 layers needs about 14 GB (6,144 layer-sequences of activations against the 4,096 of the main grid's
-# B=1024 top-2 jobs, which peak at 9.1 GB), within this 24 GB machine. Measured here (session 8, 2 threads): about 25 s
-# a step unchunked against 45 s with chunks of 128 texts.
+# over all 12 layers fits this 24 GB machine (11.5 GB RSS measured early in the job; about 14 GB was estimated), and
+# measured here (session 8, 2 threads) it takes about 25 s a step unchunked against 45 s with chunks of 128 texts.
 full_ft=(model.encoder.train_layers=null model.encoder.prefix_cache=false budget.base_lr=3e-5 data.sampler.alpha=0,0.5,1 seed=0)
 side2() {
   train +experiment=mlqa_r +sweep=study_mlqa_r "${full_ft[@]}" data.batch_size=16
