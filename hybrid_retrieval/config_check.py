@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from hybrid_retrieval.data.datamodule import VALIDATE_ON
 from hybrid_retrieval.data.sampler import ALPHA_SCHEDULES, CROSS_MODES
 from hybrid_retrieval.models.encoder import POOLINGS, PREFIX_CACHE_DTYPES
 from hybrid_retrieval.models.loss import SIMILARITIES
@@ -82,6 +83,18 @@ def validate_config(cfg: DictConfig) -> None:
     _int(cfg, "data.hard_negatives", lo=0)
     _int(cfg, "data.eval_batch_size")
     _int(cfg, "data.num_workers", lo=0)
+    fraction = _get(cfg, "data.dev.fraction")
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 < float(fraction) < 1.0:
+            raise ConfigError("data.dev.fraction", fraction, "expected a share in (0, 1) of the training question ids, or null")
+        if fmt != "lareqa":
+            raise ConfigError("data.dev.fraction", fraction, "a dev split needs data.train.format=lareqa (or null)")
+        _int(cfg, "data.dev.seed", lo=0)
+    validate_on = _get(cfg, "data.validate_on", "eval")
+    if validate_on not in VALIDATE_ON:
+        raise ConfigError("data.validate_on", validate_on, f"expected one of {', '.join(VALIDATE_ON)}")
+    if validate_on == "dev" and fraction is None:
+        raise ConfigError("data.validate_on", validate_on, "needs data.dev.fraction (the held-out share of the training data)")
     chunk = _int(cfg, "model.grad_cache.chunk_size", allow_none=True)
     if chunk is not None and chunk > batch:
         raise ConfigError("model.grad_cache.chunk_size", chunk, f"expected <= data.batch_size ({batch}) or null")

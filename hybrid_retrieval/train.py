@@ -153,6 +153,7 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "steps": int(trainer.global_step),
         "skipped_batches": int(getattr(model, "skipped_batches", 0)),
         "sampling": datamodule.sampling_record(int(trainer.global_step)),
+        **datamodule.split_record(int(trainer.global_step)),
         "metrics": metrics,
         "pairs": pairs,
         "overrides": _task_overrides(),

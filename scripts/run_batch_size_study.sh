@@ -8,7 +8,9 @@
 #   SEEDS="0" bash scripts/run_batch_size_study.sh  # one seed
 #   STAGES="side2 side1" bash scripts/run_batch_size_study.sh  # only these parts, in this order
 # Stages: grid (the main grid and the learning-rate check), side1 (alpha 0.25/0.75), side2 (full fine-tuning),
-# side3 (duplicate masking). Order does not change any result: every job is seeded and resumable on its own.
+# side3 (duplicate masking); the full fine-tuning study (docs/results/full_ft_study/): ft_dev (the learning rate
+# per batch size on a dev split of XQuAD-R); control (equal pairs: top-2 B=256 for 256 steps, the pairs of the
+# grid's B=1024 x 64 steps). Order does not change any result: every job is seeded and resumable on its own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-"0 1 2"}
@@ -53,10 +55,23 @@ side3() {
   train +experiment=mlqa_r +sweep=study_mlqa_r model.loss.mask_duplicates=true data.batch_size=256,1024 \
     data.sampler.alpha=1 seed=0
 }
+# Full fine-tuning study, step 1: lr in {1e-5, 3e-5, 1e-4} x B in {16, 64, 256} at alpha 0.5, seed 0, scored on the
+# dev split only (conf/sweep/study_ft_dev.yaml). One batch size at a time (all three rates), smallest first.
+ft_dev() {
+  for b in 16 64 256; do train +experiment=mlqa_r +sweep=study_ft_dev data.batch_size="$b"; done
+}
+# Equal-pairs control (top-2 regime, as the grid): B=256 for 256 steps sees the 65,536 pairs of B=1024 x 64 steps,
+# so "bigger batch" and "more passes over the data" come apart. Records in batch_size_study/control/.
+control() {
+  for s in $SEEDS; do
+    train +experiment=mlqa_r +sweep=study_mlqa_r seed="$s" data.batch_size=256 budget.steps=256 \
+      results_dir='${paths.root_dir}/docs/results/batch_size_study/control'
+  done
+}
 for stage in $STAGES; do  # check every name before running anything
   case "$stage" in
-    grid | side1 | side2 | side3) ;;
-    *) echo "run_batch_size_study.sh: unknown stage '$stage' (expected: grid side1 side2 side3)" >&2; exit 2 ;;
+    grid | side1 | side2 | side3 | ft_dev | control) ;;
+    *) echo "run_batch_size_study.sh: unknown stage '$stage' (expected: grid side1 side2 side3 ft_dev control)" >&2; exit 2 ;;
   esac
 done
 for stage in $STAGES; do "$stage"; done

@@ -104,6 +104,9 @@ BAD = [  # (override, key named in the message, fragment of what is allowed)
     ("data.sampler.alpha_schedule=uniform", "data.sampler.alpha_schedule", "bernoulli, stratified"),
     ("data.sampler.min_pool=0", "data.sampler.min_pool", ">= 1 or null"),
     ("model.encoder.name=no-such-org/no-such-model", "model.encoder.name", "offline"),
+    ("data.dev.fraction=1.0", "data.dev.fraction", "a share in (0, 1)"),
+    ("data.validate_on=dev", "data.validate_on", "needs data.dev.fraction"),
+    ("data.validate_on=test", "data.validate_on", "eval, dev"),
 ]
 
 
@@ -159,3 +162,15 @@ def test_study_lr_rule_is_sqrt_capped_at_64(experiment, sweep, batch, lr):
     assert cfg.model.optimizer.lr == pytest.approx(lr, rel=1e-12)
     assert cfg.model.grad_cache.chunk_size is None
     assert cfg.data.sampler.batches_per_epoch == 64  # equal updates at every batch size
+
+
+def test_ft_dev_sweep_validates_on_the_dev_split_of_its_training_data():
+    """The learning-rate selection never scores the evaluation benchmark: dev split of XQuAD-R, full fine-tuning."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["+experiment=mlqa_r", "+sweep=study_ft_dev"], return_hydra_config=True)
+    assert cfg.data.validate_on == "dev" and cfg.data.dev.fraction == 0.1 and cfg.data.train.name == "xquad-r"
+    assert cfg.model.encoder.train_layers is None and cfg.model.encoder.prefix_cache is False
+    assert cfg.model.encoder.freeze_embeddings is True
+    params = cfg.hydra.sweeper.params
+    assert params["model.optimizer.lr"] == "1e-5,3e-5,1e-4" and params["data.batch_size"] == "16,64,256"
+    assert str(cfg.results_dir).endswith("docs/results/full_ft_study/dev")

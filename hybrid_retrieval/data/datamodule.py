@@ -22,12 +22,16 @@ from torch.utils.data import DataLoader, Dataset
 from hybrid_retrieval.data.collate import pad_rows
 from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.data.guard import check_zero_shot
-from hybrid_retrieval.data.lareqa import LareqaDataset, load_lareqa, subsample_questions
+from hybrid_retrieval.data.lareqa import DevSplit, LareqaDataset, load_lareqa, split_dev, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
 from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, sampling_record
 from hybrid_retrieval.models.prefix_cache import model_rows
 
 log = logging.getLogger(__name__)
+
+#: What validation (and so checkpoint selection and the sweep metric) measures: the zero-shot evaluation
+#: benchmark, or the dev split held out of the training benchmark (``data.dev``), for model selection.
+VALIDATE_ON = ("eval", "dev")
 
 
 @dataclass
@@ -159,6 +163,8 @@ class HybridDataModule(L.LightningDataModule):
         seed: int = 0,
         allow_overlap: bool = False,
         strict: bool = False,
+        dev: dict | None = None,
+        validate_on: str = "eval",
     ):
         super().__init__()
         self.train_cfg, self.eval_cfg = dict(train), dict(eval)
@@ -166,6 +172,14 @@ class HybridDataModule(L.LightningDataModule):
         self.hard_negatives, self.with_context = int(hard_negatives), bool(with_context)
         self.eval_batch_size, self.num_workers, self.seed = int(eval_batch_size), int(num_workers), int(seed)
         self.allow_overlap, self.strict = allow_overlap, strict
+        self.dev_cfg = dict(dev or {})
+        if validate_on not in VALIDATE_ON:
+            raise ValueError(f"data.validate_on={validate_on!r}: expected one of {', '.join(VALIDATE_ON)}")
+        if validate_on == "dev" and self.dev_cfg.get("fraction") is None:
+            raise ValueError("data.validate_on=dev needs data.dev.fraction (the held-out share of the training data)")
+        self.validate_on = validate_on
+        self.dev_split: DevSplit | None = None  # the held-out articles of the training benchmark (data.dev)
+        self.guard_reports: dict = {}  # "train_vs_eval" / "train_vs_dev": OverlapReport counts, for the job record
         self.encoder = None
         self.items: list[ParallelItem] | None = None
         self.eval_dataset: LareqaDataset | None = None
@@ -188,13 +202,36 @@ class HybridDataModule(L.LightningDataModule):
         cfg = self.train_cfg
         fmt = cfg.get("format", "lareqa")
         if fmt == "lareqa":
-            ds = load_lareqa(cfg["root"], cfg.get("languages"), name=cfg.get("name"), strict=self.strict)
+            ds = self._train_lareqa()
             self.train_dataset = ds
             return items_from_lareqa(ds, with_context=self.with_context, hard_negatives=self.hard_negatives)
         if fmt == "jsonl":
             self.train_dataset = None
             return load_jsonl_items(cfg["path"], cfg.get("languages"))
         raise ValueError(f"data.train.format={fmt!r}: expected 'lareqa' or 'jsonl'")
+
+    def _train_lareqa(self) -> LareqaDataset:
+        """The LAReQA training benchmark, minus its dev split when ``data.dev.fraction`` is set (loaded once)."""
+        if self.dev_split is not None:
+            return self.dev_split.train
+        cfg = self.train_cfg
+        ds = load_lareqa(cfg["root"], cfg.get("languages"), name=cfg.get("name"), strict=self.strict)
+        fraction = self.dev_cfg.get("fraction")
+        if fraction is None:
+            return ds
+        self.dev_split = split_dev(ds, float(fraction), seed=int(self.dev_cfg.get("seed", 0)))
+        log.info("dev split: %s", self.dev_split.record())
+        return self.dev_split.train
+
+    def _guard(self, name: str, target: LareqaDataset) -> None:
+        report = check_zero_shot(self.items, target, train_name=self.train_cfg.get("name", "train"))
+        self.guard_reports[name] = dict(report.counts)
+        log.info("%s", report.describe())
+        if report.overlaps and not self.allow_overlap:
+            raise ValueError(
+                report.describe() + "\nRefusing to train on the evaluation data (zero-shot). "
+                "Set data.allow_overlap=true to override."
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.encoder is None:
@@ -207,20 +244,23 @@ class HybridDataModule(L.LightningDataModule):
                 log.warning(
                     "evaluating on a subset: %s (not comparable with full-benchmark numbers)", self.eval_dataset.summary()
                 )
-            self.corpus = EvalCorpus.from_dataset(self.eval_dataset, with_context=self.with_context)
+            if self.dev_cfg.get("fraction") is not None:
+                if self.train_cfg.get("format", "lareqa") != "lareqa":
+                    raise ValueError(
+                        "data.dev.fraction: a dev split is made from a LAReQA training set (data.train.format=lareqa)"
+                    )
+                self._train_lareqa()
+            target = self.dev_split.dev if self.validate_on == "dev" else self.eval_dataset
+            self.corpus = EvalCorpus.from_dataset(target, with_context=self.with_context)
             q_ids = model_rows(self.encoder, self._tokenize(self.corpus.q_texts, "query"), "query", progress=True)
             c_ids = model_rows(self.encoder, self._tokenize(self.corpus.c_texts, "passage"), "passage", progress=True)
             self.eval_ids = q_ids + c_ids
             self.n_eval_queries = len(q_ids)
         if stage in (None, "fit") and self.items is None:
             self.items = self.load_train_items()
-            report = check_zero_shot(self.items, self.eval_dataset, train_name=self.train_cfg.get("name", "train"))
-            log.info("%s", report.describe())
-            if report.overlaps and not self.allow_overlap:
-                raise ValueError(
-                    report.describe() + "\nRefusing to train on the evaluation data (zero-shot). "
-                    "Set data.allow_overlap=true to override."
-                )
+            self._guard("train_vs_eval", self.eval_dataset)
+            if self.dev_split is not None:
+                self._guard("train_vs_dev", self.dev_split.dev)
             self.tokenized = []
             text_keys: dict[str, int] = {}  # passage text -> key, in item order: the same on every rank
 
@@ -259,6 +299,18 @@ class HybridDataModule(L.LightningDataModule):
             return items[item].views[lang].positive
 
         return sampling_record(self._make_sampler(0, 1), steps, positive_key)
+
+    def split_record(self, steps: int) -> dict:
+        """What was trained on and validated on: the dev split (if any), the guard's overlap counts, and the
+        passes over the training items (pairs seen / items: data repetition at large batch x steps)."""
+        n = len(self.items or [])
+        return {
+            "validated_on": self.corpus.name if self.validate_on == "dev" else "eval",
+            "dev_split": self.dev_split.record() if self.dev_split is not None else None,
+            "guard": self.guard_reports,
+            "train_items": n,
+            "passes": round(steps * self.batch_size / n, 4) if n else None,
+        }
 
     def train_batches_per_epoch(self, world_size: int = 1) -> int:
         """Steps per epoch, without building a DataLoader (the LR schedule needs it before a resume)."""

@@ -18,8 +18,10 @@ Validation policy (documented in the README, tested in ``tests/test_lareqa.py``)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,17 +217,9 @@ def load_lareqa(
     return LareqaDataset(name, splits, warnings)
 
 
-def subsample_questions(dataset: LareqaDataset, max_questions: int, seed: int = 0) -> LareqaDataset:
-    """A smaller benchmark: whole articles until at least ``max_questions`` question ids (a fixed
-    pseudo-random choice), and in every language only the sentences of the paragraphs that hold them.
-
-    For cheap in-training evaluation on small machines. The pool shrinks, so absolute numbers are higher
-    than on the full benchmark and must not be compared with it; every run of one study uses the same subset.
-    """
-    import hashlib  # noqa: PLC0415
-
-    # Whole articles (by the English title, else the first language's), in a fixed pseudo-random order,
-    # until max_questions ids are covered: a small pool that still needs fine-grained distinctions.
+def _articles_covering(dataset: LareqaDataset, n_questions: int, seed: int) -> tuple[set[str], int]:
+    """Question ids of whole articles (by the English title, else the first language's), taken in a fixed
+    pseudo-random order until at least ``n_questions`` ids are covered; also how many articles that took."""
     title_of: dict[str, str] = {}
     for lang in sorted(dataset.splits, key=lambda x: (x != "en", x)):
         for q in dataset.splits[lang].questions:
@@ -234,10 +228,18 @@ def subsample_questions(dataset: LareqaDataset, max_questions: int, seed: int = 
     for qid, title in title_of.items():
         by_title.setdefault(title, []).append(qid)
     keep: set[str] = set()
+    articles = 0
     for title in sorted(by_title, key=lambda t: hashlib.sha1(f"{seed}:{t}".encode()).hexdigest()):
-        if len(keep) >= max_questions:
+        if len(keep) >= n_questions:
             break
         keep.update(by_title[title])
+        articles += 1
+    return keep, articles
+
+
+def restrict_questions(dataset: LareqaDataset, keep: set[str], name: str) -> LareqaDataset:
+    """The benchmark restricted to the question ids ``keep``: in every language only the sentences of the
+    paragraphs that hold those questions (candidate ids keep their paragraph/sentence position)."""
     splits = {}
     for lang, split in dataset.splits.items():
         paras = sorted({split.candidates[q.answer].paragraph for q in split.questions if q.qid in keep})
@@ -253,4 +255,58 @@ def subsample_questions(dataset: LareqaDataset, max_questions: int, seed: int = 
                 cands.append(Candidate(f"{lang}/{c.cid.split('/', 1)[1]}", lang, c.text, new_p, c.title))
         questions = [Question(q.qid, lang, q.text, q.title, cand_map[q.answer]) for q in split.questions if q.qid in keep]
         splits[lang] = LanguageSplit(lang, questions, cands, [split.paragraphs[p] for p in paras])
-    return LareqaDataset(f"{dataset.name}[{len(keep)}q]", splits, dataset.warnings)
+    return LareqaDataset(name, splits, dataset.warnings)
+
+
+def subsample_questions(dataset: LareqaDataset, max_questions: int, seed: int = 0) -> LareqaDataset:
+    """A smaller benchmark: whole articles until at least ``max_questions`` question ids (a fixed
+    pseudo-random choice), and in every language only the sentences of the paragraphs that hold them.
+
+    For cheap in-training evaluation on small machines. The pool shrinks, so absolute numbers are higher
+    than on the full benchmark and must not be compared with it; every run of one study uses the same subset.
+    """
+    keep, _ = _articles_covering(dataset, max_questions, seed)
+    return restrict_questions(dataset, keep, f"{dataset.name}[{len(keep)}q]")
+
+
+@dataclass(frozen=True)
+class DevSplit:
+    """A dev split of a TRAINING benchmark: whole articles held out (so titles, question texts and answer
+    sentences stay disjoint from the training part), for model selection that never sees the evaluation set."""
+
+    train: LareqaDataset
+    dev: LareqaDataset
+    fraction: float
+    seed: int
+    articles: int
+
+    def record(self) -> dict:
+        """What was held out, for the job record: sizes and a digest of the held-out question ids."""
+        qids = sorted(self.dev.by_qid)
+        digest = hashlib.sha1("\n".join(qids).encode()).hexdigest()[:12]
+        return {
+            "fraction": self.fraction,
+            "seed": self.seed,
+            "articles": self.articles,
+            "dev_questions": len(qids),
+            "train_questions": len(self.train.by_qid),
+            "dev_qids_sha1": digest,
+        }
+
+
+def split_dev(dataset: LareqaDataset, fraction: float, seed: int = 0) -> DevSplit:
+    """Hold out whole articles until at least ``fraction`` of the question ids (every language of them)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"dev fraction must be in (0, 1), got {fraction!r}")
+    n_ids = len(dataset.by_qid)
+    held, articles = _articles_covering(dataset, math.ceil(fraction * n_ids), seed)
+    if len(held) >= n_ids:
+        raise ValueError(f"{dataset.name}: a dev fraction of {fraction} holds out every article; lower it")
+    rest = set(dataset.by_qid) - held
+    return DevSplit(
+        train=restrict_questions(dataset, rest, f"{dataset.name}-train"),
+        dev=restrict_questions(dataset, held, f"{dataset.name}-dev"),
+        fraction=float(fraction),
+        seed=int(seed),
+        articles=articles,
+    )
