@@ -78,6 +78,17 @@ def make_lareqa(
     return root
 
 
+def load_script(name: str):
+    """Import ``scripts/{name}`` (a study's own code, not part of the package) as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def tiny_data(tmp_path) -> tuple[Path, Path]:
     """(train_root, eval_root): disjoint tiny datasets (different ids, titles, texts)."""

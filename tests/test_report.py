@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import matplotlib.figure
 import pandas as pd
@@ -96,3 +97,27 @@ def test_curves_keep_their_title(tmp_path, monkeypatch):
             rows.append(row)
     path = plot_curves(pd.DataFrame(rows), tmp_path, err="ci95", title="train a → eval b: mean ± 95 % CI")
     assert path.exists() and seen["title"] == "train a → eval b: mean ± 95 % CI"  # not the last panel's title
+
+
+def test_study_report_regenerates_the_committed_report_byte_for_byte(tmp_path, monkeypatch):
+    """The committed batch-size study is reproducible from its records: report.md and the CSVs, exactly
+    (the study README's command; a change to the report code must regenerate them in the same commit)."""
+    import filecmp
+
+    from tests.conftest import load_script
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the report names its sources as given: relative, as in the README's command
+    study = "docs/results/batch_size_study"
+    out = tmp_path / "again"
+    load_script("batch_size_study_report.py").main(
+        [
+            "--records", f"{study}/jobs", "--out", str(out),
+            "--expect", "mlqa-r:xquad-r:16,64,256", "xquad-r:mlqa-r:16,64,256,1024",
+            "--baseline", f"{study}/baselines/xquad-r.summary.json", f"{study}/baselines/mlqa-r.summary.json",
+            "--side-records", f"{study}/superseded_sqrt_lr",
+        ]
+    )  # fmt: skip
+    assert (out / "report.md").read_text() == (repo / study / "report.md").read_text()
+    for name in ("sweep.csv", "pairs.csv", "xquad-r_to_mlqa-r/summary.csv", "mlqa-r_to_xquad-r/summary.csv"):
+        assert filecmp.cmp(out / name, repo / study / name, shallow=False), name

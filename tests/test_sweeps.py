@@ -10,7 +10,16 @@ import pytest
 from omegaconf import OmegaConf
 
 from hybrid_retrieval import sweeps
-from hybrid_retrieval.report import collect_records, study_report, summarise
+from hybrid_retrieval.report import collect_records, summarise
+from hybrid_retrieval.report import study_report as library_study_report
+from tests.conftest import load_script
+
+#: The batch-size study's own report sections live in its script (scripts/batch_size_study_report.py).
+STUDY_SCRIPT = load_script("batch_size_study_report.py")
+
+
+def study_report(*args, **kw):
+    return library_study_report(*args, side_analyses=STUDY_SCRIPT.SIDE_ANALYSES, **kw)
 
 
 def test_job_key_ignores_where_to_run_and_order():

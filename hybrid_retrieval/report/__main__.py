@@ -1,0 +1,3 @@
+from hybrid_retrieval.report.cli import main
+
+main()

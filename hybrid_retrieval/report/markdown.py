@@ -1,0 +1,339 @@
+"""Markdown reports: the sweep report (``write_markdown``) and the study report from job records
+(``study_report``), with the effects against seed noise. Study-specific analyses plug in as ``side_analyses``."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from hybrid_retrieval.report.collect import METRICS, collect_records, extra_overrides_of
+from hybrid_retrieval.report.plots import RECALL_PANELS, plot_curves, plot_pair_deltas
+from hybrid_retrieval.report.stats import _pool, summarise, t_quantile_975
+
+#: A study's own section of the report: (finished jobs, main-grid mask, main layer count, output folder) -> lines.
+SideAnalysis = Callable[[pd.DataFrame, pd.Series, str, Path], list[str]]
+
+
+def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
+    """Markdown lines: batch-size and sampling effects, each with a 95 % confidence interval from the seed noise.
+
+    Noise = the pooled standard deviation over seeds of all (α, batch) cells (weighted by their degrees
+    of freedom; this assumes the cells share one noise level). A difference of two cell means with n_a
+    and n_b seeds has standard error sd·√(1/n_a + 1/n_b); its 95 % interval uses Student t with the
+    pooled degrees of freedom, and it is called clear when that interval excludes 0.
+    """
+    ok = df[(df.status == "ok") & df[metric].notna()]
+    if ok.empty:
+        return []
+    cells = ok.groupby(["alpha", "batch_size"])[metric]
+    var, n, mean = cells.var(), cells.count(), cells.mean()
+    sd, dof = _pool(var, n)
+    if dof == 0:
+        return [f"\nOne seed per cell: no noise estimate for {metric}."]
+    t = t_quantile_975(dof)
+    digits = _digits(metric)
+    cell_sd = var[n > 1] ** 0.5
+
+    def diff(a: tuple, b: tuple) -> str:
+        d = mean[a] - mean[b]
+        half = t * sd * math.sqrt(1.0 / n[a] + 1.0 / n[b])
+        verdict = "**clear**" if abs(d) > half else "within noise"
+        return f"{d:+.{digits}f} [{d - half:+.{digits}f}, {d + half:+.{digits}f}] ({verdict})"
+
+    lines = [
+        f"\n### Effects on {metric}: differences with 95 % confidence intervals\n",
+        f"Seed noise: pooled std over seeds {sd:.{digits + 1}f} ({int((n > 1).sum())} cells with ≥ 2 seeds, "
+        f"{dof} degrees of freedom, t = {t:.3f}; per-cell std {cell_sd.min():.{digits + 1}f}–"
+        f"{cell_sd.max():.{digits + 1}f}: pooling assumes one noise level for every cell). "
+        "'clear' = the interval excludes 0.\n",
+    ]
+    rows = []
+    for alpha in sorted(ok.alpha.unique()):
+        bs = sorted(b for a, b in mean.index if a == alpha)
+        steps = list(itertools.pairwise(bs))
+        if len(bs) > 2:
+            steps.append((bs[0], bs[-1]))
+        rows += [f"| {alpha} | {int(lo)} → {int(hi)} | {diff((alpha, hi), (alpha, lo))} |" for lo, hi in steps]
+    if rows:
+        lines += ["| α | batch change | Δ [95 % CI] |", "|---|---|---|", *rows]
+    alphas = sorted(ok.alpha.unique())
+    if 0.5 in alphas and len(alphas) > 1:
+        lines += ["", "| batch | hybrid − mono only (α 0.5 − 1) | hybrid − cross only (α 0.5 − 0) |", "|---|---|---|"]
+        for b in sorted(ok.batch_size.unique()):
+            cols = [diff((0.5, b), (o, b)) if (0.5, b) in mean.index and (o, b) in mean.index else "–" for o in (1.0, 0.0)]
+            lines.append(f"| {int(b)} | {cols[0]} | {cols[1]} |")
+    return lines
+
+
+def write_markdown(
+    df: pd.DataFrame, summary: pd.DataFrame, out: Path, figures: list[Path], source: str, baseline: dict | None = None
+) -> Path:
+    incomplete = (df.status == "incomplete").sum()
+    lines = [
+        f"# Batch-size sweep report\n\nSource: `{source}`. Jobs: {len(df)} ({(df.status == 'ok').sum()} ok, "
+        f"{(df.status == 'failed').sum()} failed" + (f", {incomplete} incomplete" if incomplete else "") + ").\n"
+    ]
+    lines.append("| α | batch | n | mono mAP | cross mAP | multi mAP | rank distance |")
+    lines.append("|---|---|---|---|---|---|---|")
+
+    def fmt(row, m):
+        mean, std = row.get(f"{m} mean"), row.get(f"{m} std")
+        return "–" if pd.isna(mean) else _mean_pm(mean, 0.0 if pd.isna(std) else std, m)
+
+    for _, r in summary.sort_values(["alpha", "batch_size"]).iterrows():
+        lines.append(
+            f"| {r.alpha} | {int(r.batch_size)} | {int(r['mono/map count'])} | {fmt(r, 'mono/map')} | "
+            f"{fmt(r, 'cross/map')} | {fmt(r, 'multi/map')} | {fmt(r, 'multi/rank_distance')} |"
+        )
+    if baseline is not None:
+        lines.append(
+            "| zero-shot (untrained) | – | 1 | "
+            + " | ".join(
+                _fmt(baseline[m], m) if m in baseline else "–"
+                for m in ("mono/map", "cross/map", "multi/map", "multi/rank_distance")
+            )
+            + " |"
+        )
+    lines += effects(df, "cross/map") + effects(df, "multi/map") + effects(df, "mono/map")
+    failed = df[df.status != "ok"]
+    if len(failed):
+        lines.append("\n## Failed or incomplete jobs\n")
+        for _, r in failed.iterrows():
+            lines.append(f"- job {r.job} (batch {r.batch_size}, α {r.alpha}, seed {r.seed}): {r.get('error', '')}")
+    lines.append("")
+    for fig in figures:
+        lines.append(f"![{fig.stem}]({fig.name})")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+STUDY_COLUMNS = [
+    "job", "train", "eval", "batch_size", "alpha", "seed", "steps", "pairs", "eval_questions", "eval_candidates",
+    "train_layers", "lr", "status", "realised_alpha", "alpha_schedule", "distinct_negatives", "dup_pairs_per_batch",
+    "mono_languages", "cross_pairs_used", "cross_pairs_feasible", "excluded", *METRICS, "wall_time_s", "commit",
+]  # fmt: skip
+
+
+def main_grid(ok: pd.DataFrame, alphas: tuple[float, ...] = (0.0, 0.5, 1.0), main_layers: str = "2") -> pd.Series:
+    """Which rows (of finished jobs) are cells of the study's main grid: the main layer count, a main α
+    and no override beyond the grid's (side studies, learning-rate checks, superseded jobs are not)."""
+    return (ok.train_layers.astype(str) == main_layers) & ok.alpha.isin(alphas) & (extra_overrides_of(ok) == "")
+
+
+def study_report(
+    records: Path,
+    out: Path,
+    expect: dict[tuple[str, str], list[int]] | None = None,
+    alphas: tuple[float, ...] = (0.0, 0.5, 1.0),
+    seeds: tuple[int, ...] = (0, 1, 2),
+    main_layers: str = "2",
+    baselines: dict[str, dict] | None = None,
+    side_records: list[Path] | None = None,
+    side_analyses: tuple[SideAnalysis, ...] = (),
+) -> Path:
+    """The batch-size study from its job records: per direction, mean ± 95 % CI over seeds per α × batch,
+    effects against seed noise, per-pair deltas, what the sampler really used, side studies, missing jobs.
+
+    ``side_records``: more record folders whose jobs are side rows whatever their overrides (e.g. jobs a
+    design change superseded: their keys are the grid's, so they cannot stay in ``records``); each row
+    is labelled with its folder's name. ``side_analyses``: a study's own sections on its side rows, each
+    ``f(ok, is_main, main_layers, out) -> markdown lines`` (the batch-size study's live in its script)."""
+    df, pairs = collect_records(records)
+    sources = [f"`{records}` ({len(df)} record{'s' * (len(df) != 1)})"]
+    for folder in side_records or []:
+        side_df, side_pairs = collect_records(folder)
+        sources.append(f"`{folder}` ({len(side_df)} side record{'s' * (len(side_df) != 1)})")
+        label = f"{Path(folder).name}/"
+        extra = side_df["extra_overrides"].fillna("") if "extra_overrides" in side_df else [""] * len(side_df)
+        side_df["extra_overrides"] = [f"{label} {x}".strip() for x in extra]
+        df, pairs = pd.concat([df, side_df], ignore_index=True), pd.concat([pairs, side_pairs], ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    df = df.reindex(columns=[c for c in STUDY_COLUMNS if c in df] + [c for c in df if c not in STUDY_COLUMNS])
+    df.to_csv(out / "sweep.csv", index=False)
+    pairs.to_csv(out / "pairs.csv", index=False)
+    ok = df[df.status == "ok"]
+    is_main = main_grid(ok, alphas, main_layers)
+    lines = [
+        "# Batch-size study report\n",
+        f"Source: {' + '.join(sources)}: {(df.status == 'ok').sum()} ok, {(df.status != 'ok').sum()} failed. "
+        "Cells: mean ± 95 % confidence half-width over seeds (Student t; n = seeds in the cell). "
+        "Generated by `python -m hybrid_retrieval.report --records ...`.\n",
+    ]
+    directions = sorted({(r.train, r.eval) for r in ok.itertuples()} | set(expect or {}))
+    for train, evald in directions:
+        main = ok[is_main & (ok.train == train) & (ok["eval"] == evald)]
+        sub = out / f"{train}_to_{evald}"
+        sub.mkdir(exist_ok=True)
+        lines.append(f"\n## Train {train} → evaluate {evald} (zero-shot, full benchmark)\n")
+        if main.empty:
+            lines.append("No finished job yet.\n")
+        else:
+            summary = summarise(main)
+            summary.to_csv(sub / "summary.csv", index=False)
+            first = main.iloc[0]
+            lines.append(
+                f"{int(first.eval_questions)} questions × {int(first.eval_candidates)} candidates; "
+                f"{int(main.steps.iloc[0])} optimizer steps per job; frozen prefix: top {main_layers} layers train.\n"
+            )
+            lines.append(
+                "| α | batch | n | lr | distinct negatives / query | realised α | mono mAP | cross mAP | multi mAP | cross R@1 | rank distance |"
+            )
+            lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+            for _, r in summary.sort_values(["alpha", "batch_size"]).iterrows():
+                cell = main[(main.alpha == r.alpha) & (main.batch_size == r.batch_size)]
+                lines.append(
+                    f"| {r.alpha} | {int(r.batch_size)} | {int(r['mono/map count'])} | {cell.lr.iloc[0]:.2e} | "
+                    f"{cell.distinct_negatives.mean():.1f} | {cell.realised_alpha.mean():.3f} | "
+                    + " | ".join(_ci(r, m) for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance"))
+                    + " |"
+                )
+            base = (baselines or {}).get(evald)
+            if base:
+                lines.append(
+                    "| zero-shot (untrained) | – | – | – | – | – | "
+                    + " | ".join(_fmt(base.get(m), m) for m, _ in TABLE_METRICS)
+                    + " |"
+                )
+            lines += strategy_table(summary)
+            mix = main.groupby("batch_size").agg(
+                mono=("mono_languages", lambda s: " ".join(sorted({lang for x in s if x for lang in x.split()})) or "–"),
+                cross_used=("cross_pairs_used", "max"),
+                cross_feasible=("cross_pairs_feasible", "max"),
+                excluded=("excluded", _excluded_summary),
+            )
+            lines.append("\nWhat the sampler really used (over all jobs of a batch size):\n")
+            lines.append("| batch | mono languages drawn | cross pairs drawn | cross pairs feasible | excluded settings |")
+            lines.append("|---|---|---|---|---|")
+            for b, r in mix.iterrows():
+                lines.append(f"| {int(b)} | {r.mono} | {int(r.cross_used)} | {int(r.cross_feasible)} | {r.excluded} |")
+            for metric in ("cross/map", "multi/map", "mono/map", "multi/rank_distance"):
+                lines += effects(main, metric)
+            negatives = {int(b): f"{int(b)}\n({v:.0f})" for b, v in main.groupby("batch_size").distinct_negatives.mean().items()}
+            figs = [
+                plot_curves(
+                    summary,
+                    sub,
+                    base,
+                    err="ci95",
+                    title=f"train {train} → eval {evald}: mean ± 95 % CI over seeds",
+                    xlabels=negatives,
+                ),
+                plot_curves(
+                    summary,
+                    sub,
+                    base,
+                    err="ci95",
+                    name="batch_size_curves_recall.png",
+                    title=f"train {train} → eval {evald}: recall, mean ± 95 % CI over seeds",
+                    panels=RECALL_PANELS,
+                    xlabels=negatives,
+                ),
+                *plot_pair_deltas(pairs[pairs.job.isin(main.job)], sub),
+            ]
+            lines.append("")
+            lines += [f"![{f.stem}]({f.relative_to(out)})" for f in figs]
+        if expect and (train, evald) in expect:
+            have = {(float(r.alpha), int(r.batch_size), int(r.seed)) for r in main.itertuples()}
+            missing = [(a, b, s) for s in seeds for a in alphas for b in expect[(train, evald)] if (a, b, s) not in have]
+            total = len(alphas) * len(seeds) * len(expect[(train, evald)])
+            lines.append(f"\nJobs finished: {total - len(missing)} of {total}.")
+            if missing:
+                lines.append("Missing (α, batch, seed): " + ", ".join(f"({a}, {b}, {s})" for a, b, s in missing))
+    side = ok[~is_main]
+    if len(side):
+        lines.append("\n## Side studies (one row per job)\n")
+        lines.append(
+            "| train → eval | layers trained | α | batch | seed | lr | other overrides | mono mAP | cross mAP | multi mAP "
+            "| cross R@1 | rank distance |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for _, r in side.sort_values(["train", "alpha", "batch_size", "seed"]).iterrows():
+            lines.append(
+                f"| {r.train} → {r['eval']} | {r.train_layers} | {r.alpha} | {int(r.batch_size)} | {r.seed} | {r.lr:.2e} | "
+                f"{r.get('extra_overrides') or '–'} | "
+                + " | ".join(_fmt(r[m], m) for m in ("mono/map", "cross/map", "multi/map", "cross/r@1", "multi/rank_distance"))
+                + " |"
+            )
+        for analysis in side_analyses:
+            lines += analysis(ok, is_main, main_layers, out)
+    bad = df[df.status != "ok"]
+    if len(bad):
+        lines.append("\n## Failed jobs\n")
+        lines += [f"- {r.job}: {r.get('error', '')}" for _, r in bad.iterrows()]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+STRATEGIES = ((1.0, "X→X only (α=1)"), (0.0, "X→Y only (α=0)"), (0.5, "hybrid (α=0.5)"))
+TABLE_METRICS = (
+    ("mono/map", "mono mAP"),
+    ("cross/map", "cross mAP"),
+    ("multi/map", "multi mAP"),
+    ("cross/r@1", "cross R@1"),
+    ("multi/rank_distance", "rank distance"),
+)
+
+
+def strategy_table(summary: pd.DataFrame) -> list[str]:
+    """The three training strategies side by side per batch size, the layout of the paper's Table 1
+    (2408.10536), best mean per batch size and column in bold (lowest for rank distance)."""
+    lines = [
+        "\nThe sampling strategies side by side (layout of the paper's Table 1; this project's model, data and "
+        "scale — see the study README for why the paper's own numbers are not beside them):\n",
+        "| batch | strategy | " + " | ".join(t for _, t in TABLE_METRICS) + " |",
+        "|---|---|" + "---|" * len(TABLE_METRICS),
+    ]
+    for b, grp in summary.groupby("batch_size"):
+        best = {}  # the unique best mean per column (no bold for a tie)
+        for m, _ in TABLE_METRICS:
+            col = grp[f"{m} mean"]
+            top = col.min() if "rank_distance" in m else col.max()
+            best[m] = top if (col == top).sum() == 1 and len(col) > 1 else None
+        for alpha, name in STRATEGIES:
+            row = grp[grp.alpha == alpha]
+            if row.empty:
+                continue
+            r = row.iloc[0]
+            cells = []
+            for m, _ in TABLE_METRICS:
+                text = _ci(r, m)
+                cells.append(f"**{text}**" if r[f"{m} mean"] == best[m] else text)
+            lines.append(f"| {int(b)} | {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _digits(metric: str) -> int:
+    """Decimals to print: rank distance is in ranks (0.1 is already below its seed noise), the rest in [0, 1]."""
+    return 1 if "rank_distance" in metric else 4
+
+
+def _fmt(value, metric: str) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:.{_digits(metric)}f}"
+
+
+def _excluded_summary(values) -> str:
+    """'30 settings (161–207 items)' from the jobs' '; '-joined exclusion lists (details: sweep.csv)."""
+    items = {x for v in values if isinstance(v, str) and v for x in v.split("; ")}
+    if not items:
+        return "none"
+    sizes = [int(x.rsplit("(", 1)[1].split()[0]) for x in items]
+    return f"{len(items)} settings ({min(sizes)}–{max(sizes)} items each)"
+
+
+def _ci(row, metric: str) -> str:
+    mean, ci = row.get(f"{metric} mean"), row.get(f"{metric} ci95")
+    return "–" if pd.isna(mean) else _mean_pm(mean, ci, metric)
+
+
+def _mean_pm(mean: float, spread: float, metric: str) -> str:
+    """'mean ± spread' at the metric's digits; the mean alone when there is no spread (one seed)."""
+    d = _digits(metric)
+    return f"{mean:.{d}f}" if pd.isna(spread) else f"{mean:.{d}f} ± {spread:.{d}f}"
