@@ -73,4 +73,4 @@ def test_notebook_executes_on_a_study_csv(tmp_path, monkeypatch):
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2 * (1 + 3)  # per direction: curves + one pair-delta heatmap per α
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
-    assert "| 64 | hybrid (α=0.5) |" in markdown and "16 → 64 | +0.0480 [" in markdown
+    assert "| 64 | hybrid (α=0.5) |" in markdown and "16 → 64 | +0.0480 | [" in markdown

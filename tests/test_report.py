@@ -73,8 +73,9 @@ def test_report_from_dirs_and_from_csv(tmp_path, capsys):
     # clear; α 0.5 − 1 is −0.05. 95 % half-width = t · sd · √(1/2 + 1/2).
     half = 2.447 * math.sqrt(0.01**2 / 2)
     assert "6 degrees of freedom, t = 2.447; per-cell std 0.00707–0.00707" in md  # sd of (v, v + 0.01)
-    assert f"| 0.0 | 16 → 64 | +0.0480 [{0.048 - half:+.4f}, {0.048 + half:+.4f}] (**clear**) |" in md
-    assert f"| 64 | -0.0500 [{-0.05 - half:+.4f}, {-0.05 + half:+.4f}] (**clear**) | +0.0500 [" in md
+    assert f"| 0.0 | 16 → 64 | +0.0480 | [{0.048 - half:+.4f}, {0.048 + half:+.4f}] **clear** |" in md
+    assert f"| 64 | hybrid − mono only (α 0.5 − 1) | -0.0500 | [{-0.05 - half:+.4f}, {-0.05 + half:+.4f}] **clear** |" in md
+    assert "| 64 | hybrid − cross only (α 0.5 − 0) | +0.0500 | [" in md
     assert (sweep / "batch_size_curves.png").exists() and (sweep / "pair_delta_alpha0.5.png").exists()
     # The committed CSV alone reproduces the same summary numbers.
     out2 = tmp_path / "again"

@@ -159,7 +159,7 @@ def test_study_report_from_records(tmp_path):
     half = 4.303 * 0.02 / math.sqrt(3)
     assert f"| 0.0 | 16 | 3 | 2.12e-05 | 14.5 | 0.000 | 0.8000 ± 0.0000 | 0.6200 ± {half:.4f} |" in text
     assert "Jobs finished: 17 of 18." in text and "Missing (α, batch, seed): (1.0, 64, 2)" in text
-    assert "| 16 | de en | 1 | 2 | none |" in text  # what the sampler drew
+    assert "| 16 | de en | 1 (1) | 2 | none |" in text  # what the sampler drew
     from hybrid_retrieval.report import _excluded_summary
 
     assert (
@@ -202,11 +202,12 @@ def test_effects_give_confidence_intervals_from_pooled_seed_noise():
     half = 2.306 * 0.02 * math.sqrt(2 / 3)
     assert (
         "pooled std over seeds 0.02000 (4 cells with ≥ 2 seeds, 8 degrees of freedom, t = 2.306; "
-        "per-cell std 0.02000–0.02000: pooling assumes one noise level for every cell)" in text
+        "per-cell std 0.02000–0.02000: pooling assumes one noise level for every cell;" in text
     )
-    assert f"| 0.0 | 16 → 64 | +0.1000 [{0.1 - half:+.4f}, {0.1 + half:+.4f}] (**clear**) |" in text
-    # no α=1 cells: the hybrid − mono column is empty, hybrid − cross is not
-    assert f"| 16 | – | +0.0100 [{0.01 - half:+.4f}, {0.01 + half:+.4f}] (within noise) |" in text
+    assert f"| 0.0 | 16 → 64 | +0.1000 | [{0.1 - half:+.4f}, {0.1 + half:+.4f}] **clear** |" in text
+    # no α=1 cells: no hybrid − mono row; hybrid − cross is there
+    assert "hybrid − mono only" not in text
+    assert f"| 16 | hybrid − cross only (α 0.5 − 0) | +0.0100 | [{0.01 - half:+.4f}, {0.01 + half:+.4f}] |" in text
     # unequal seed counts: variances pooled by degrees of freedom, SE from both cell sizes
     rows = [{"status": "ok", "alpha": 0.0, "batch_size": 16, "cross/map": v} for v in (0.58, 0.60, 0.62)] + [
         {"status": "ok", "alpha": 0.0, "batch_size": 64, "cross/map": v} for v in (0.50, 0.54)
@@ -215,7 +216,7 @@ def test_effects_give_confidence_intervals_from_pooled_seed_noise():
     sd = math.sqrt((2 * 0.02**2 + 1 * (0.04**2 / 2)) / 3)
     half = 3.182 * sd * math.sqrt(1 / 3 + 1 / 2)
     assert f"pooled std over seeds {sd:.5f} (2 cells with ≥ 2 seeds, 3 degrees of freedom" in text
-    assert f"| 0.0 | 16 → 64 | -0.0800 [{-0.08 - half:+.4f}, {-0.08 + half:+.4f}] (**clear**) |" in text
+    assert f"| 0.0 | 16 → 64 | -0.0800 | [{-0.08 - half:+.4f}, {-0.08 + half:+.4f}] **clear** |" in text
     assert effects(pd.DataFrame(rows[:1] + rows[3:4]), "cross/map") == ["\nOne seed per cell: no noise estimate for cross/map."]
     assert t_quantile_975(35) == 2.042 and t_quantile_975(500) == 1.96 and t_quantile_975(2) == 4.303
     with pytest.raises(ValueError):

@@ -86,6 +86,7 @@ def collect_records(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "dup_pairs_per_batch": samp.get("dup_pairs_per_batch"),
                 "mono_languages": " ".join(sorted(k.split("-")[0] for k in samp.get("batch_settings", {}) if _mono(k))),
                 "cross_pairs_used": sum(1 for k in samp.get("batch_settings", {}) if not _mono(k)),
+                "cross_pairs": " ".join(sorted(k for k in samp.get("batch_settings", {}) if not _mono(k))),
                 "cross_pairs_feasible": len(samp.get("feasible_cross", [])),
                 "excluded": "; ".join(samp.get("excluded", [])),
                 "wall_time_s": rec.get("wall_time_s"),
