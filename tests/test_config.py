@@ -172,5 +172,5 @@ def test_ft_dev_sweep_validates_on_the_dev_split_of_its_training_data():
     assert cfg.model.encoder.train_layers is None and cfg.model.encoder.prefix_cache is False
     assert cfg.model.encoder.freeze_embeddings is True
     params = cfg.hydra.sweeper.params
-    assert params["model.optimizer.lr"] == "1e-5,3e-5,1e-4" and params["data.batch_size"] == "16,64,256"
+    assert params["model.optimizer.lr"] == "1e-5,3e-5,1e-4,3e-4" and params["data.batch_size"] == "16,64,256"
     assert str(cfg.results_dir).endswith("docs/results/full_ft_study/dev")
