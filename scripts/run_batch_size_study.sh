@@ -9,7 +9,7 @@
 #   STAGES="side2 side1" bash scripts/run_batch_size_study.sh  # only these parts, in this order
 # Stages: grid (the main grid and the learning-rate check), side1 (alpha 0.25/0.75), side2 (full fine-tuning),
 # side3 (duplicate masking); the full fine-tuning study (docs/results/full_ft_study/): ft_dev (the learning rate
-# per batch size on a dev split of XQuAD-R); control (equal pairs: top-2 B=256 for 256 steps, the pairs of the
+# per batch size on a dev split of XQuAD-R), ft_grid (its main grid at the chosen rates); control (equal pairs: top-2 B=256 for 256 steps, the pairs of the
 # grid's B=1024 x 64 steps). Order does not change any result: every job is seeded and resumable on its own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +60,22 @@ side3() {
 ft_dev() {
   for b in 16 64 256; do train +experiment=mlqa_r +sweep=study_ft_dev data.batch_size="$b"; done
 }
+# Full fine-tuning study, step 2: the main grid (conf/sweep/study_ft.yaml), seed by seed, B 16/64/256 (alpha 0/0.5/1
+# each), every B at the rate the dev split chose (scripts/choose_lr.py reads the dev records; a missing dev record
+# stops the stage before it trains anything). Records in full_ft_study/jobs/.
+ft_grid() {
+  local b lr
+  declare -A rate
+  for b in 16 64 256; do
+    lr=$(python scripts/choose_lr.py --batch "$b") || return 2
+    rate[$b]=$lr
+  done
+  for s in $SEEDS; do
+    for b in 16 64 256; do
+      train +experiment=mlqa_r +sweep=study_ft seed="$s" data.batch_size="$b" budget.dev_lr="${rate[$b]}"
+    done
+  done
+}
 # Equal-pairs control (top-2 regime, as the grid): B=256 for 256 steps sees the 65,536 pairs of B=1024 x 64 steps,
 # so "bigger batch" and "more passes over the data" come apart. Records in batch_size_study/control/.
 control() {
@@ -70,8 +86,8 @@ control() {
 }
 for stage in $STAGES; do  # check every name before running anything
   case "$stage" in
-    grid | side1 | side2 | side3 | ft_dev | control) ;;
-    *) echo "run_batch_size_study.sh: unknown stage '$stage' (expected: grid side1 side2 side3 ft_dev control)" >&2; exit 2 ;;
+    grid | side1 | side2 | side3 | ft_dev | ft_grid | control) ;;
+    *) echo "run_batch_size_study.sh: unknown stage '$stage' (expected: grid side1 side2 side3 ft_dev ft_grid control)" >&2; exit 2 ;;
   esac
 done
 for stage in $STAGES; do "$stage"; done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import omegaconf
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
@@ -174,3 +175,23 @@ def test_ft_dev_sweep_validates_on_the_dev_split_of_its_training_data():
     params = cfg.hydra.sweeper.params
     assert params["model.optimizer.lr"] == "1e-5,3e-5,1e-4,3e-4" and params["data.batch_size"] == "16,64,256"
     assert str(cfg.results_dir).endswith("docs/results/full_ft_study/dev")
+
+
+def test_ft_grid_sweep_trains_on_the_same_split_at_a_rate_it_is_given():
+    """The full fine-tuning grid: the dev split's training part, full MLQA-R scored, no rate unless passed in."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["+experiment=mlqa_r", "+sweep=study_ft"], return_hydra_config=True)
+        given = compose("train", overrides=["+experiment=mlqa_r", "+sweep=study_ft", "budget.dev_lr=3e-5"])
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        compose_dev = compose("train", overrides=["+experiment=mlqa_r", "+sweep=study_ft_dev"])
+    assert cfg.data.validate_on == "eval" and cfg.data.eval.max_questions is None
+    assert cfg.data.dev == compose_dev.data.dev and cfg.data.dev.fraction == 0.1
+    assert cfg.data.sampler.min_pool == compose_dev.data.sampler.min_pool == 256
+    assert cfg.model.encoder.train_layers is None and cfg.model.encoder.prefix_cache is False
+    params = cfg.hydra.sweeper.params
+    assert "model.optimizer.lr" not in params and params["data.sampler.alpha"] == "0,0.5,1"
+    assert params["seed"] == "0,1,2" and params["data.batch_size"] == "16,64,256"
+    with pytest.raises(omegaconf.errors.InterpolationToMissingValueError, match=r"budget\.dev_lr"):
+        _ = cfg.model.optimizer.lr
+    assert given.model.optimizer.lr == 3e-5
+    assert str(cfg.results_dir).endswith("docs/results/full_ft_study/jobs")
