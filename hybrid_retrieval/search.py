@@ -25,7 +25,10 @@ from textwrap import shorten
 
 import numpy as np
 
-from hybrid_retrieval.data.lareqa import DataFormatError
+from hybrid_retrieval.errors import DataFormatError
+from hybrid_retrieval.evaluation.encode import encode_texts
+from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
+from hybrid_retrieval.models.encoder import DualEncoder
 
 SNIPPET_CHARS = 100  # characters of a hit's text printed after its id
 
@@ -65,18 +68,14 @@ def read_texts(path: str | Path) -> tuple[list[str], list[str]]:
 
 
 def load_encoder(ckpt: str | None, base: str | None = None):
-    from hybrid_retrieval.models.encoder import DualEncoder  # noqa: PLC0415
-
     if ckpt:
-        from hybrid_retrieval.export import encoder_from_checkpoint  # noqa: PLC0415
-
         return encoder_from_checkpoint(ckpt, **({"name": base} if base else {}))
     return DualEncoder(**({"name": base} if base else {})).eval()
 
 
 def build_index(emb: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ef_construction: int = 200):
     """A faiss inner-product index over (n, dim) float32 embeddings."""
-    import faiss  # noqa: PLC0415
+    import faiss  # noqa: PLC0415 - optional at import time and slow to load (faiss-cpu): only the index paths need it
 
     dim = emb.shape[1]
     if kind == "flat":
@@ -91,9 +90,7 @@ def build_index(emb: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ef_constr
 
 
 def cmd_index(args) -> None:
-    import faiss  # noqa: PLC0415
-
-    from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
+    import faiss  # noqa: PLC0415 - optional at import time and slow to load (faiss-cpu): only the index paths need it
 
     ids, texts = read_texts(args.corpus)
     encoder = load_encoder(args.ckpt, args.base)
@@ -115,9 +112,7 @@ def cmd_index(args) -> None:
 
 
 def cmd_query(args) -> None:
-    import faiss  # noqa: PLC0415
-
-    from hybrid_retrieval.evaluation.encode import encode_texts  # noqa: PLC0415
+    import faiss  # noqa: PLC0415 - optional at import time and slow to load (faiss-cpu): only the index paths need it
 
     folder = Path(args.index)
     meta = json.loads((folder / "meta.json").read_text())

@@ -24,10 +24,18 @@ import platform
 import re
 import subprocess
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import torch
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from hybrid_retrieval.errors import ConfigError
+from hybrid_retrieval.paths import checkout_root, project_root
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,34 @@ def scaled_lr(rule: str, base_lr: float, batch_size: int, base_batch_size: int) 
     raise ValueError(f"budget.lr_rule={rule!r}: expected 'constant', 'sqrt' or 'linear'")
 
 
+def wandb_group(task_name: str) -> str:
+    """One W&B group per sweep (``{task}-{sweep dir name}``, unique per multirun); the task name for single runs."""
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        return f"{task_name}-{Path(HydraConfig.get().sweep.dir).name}"
+    return task_name
+
+
+def wandb_run_name() -> str | None:
+    """A multirun job's W&B name: its key (the overrides that make it this job); W&B's own name otherwise."""
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        return current_job_key()
+    return None
+
+
+def register_resolvers() -> None:
+    """The ``hr_*`` interpolations the configs use (once per process)."""
+    for name, fn in (
+        ("hr_wandb_group", wandb_group),
+        ("hr_wandb_name", wandb_run_name),
+        ("hr_root", project_root),
+        ("hr_budget_steps", budget_steps),
+        ("hr_lr", scaled_lr),
+        ("hr_min", lambda a, b: min(int(a), int(b))),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
 def job_key(overrides: list[str]) -> str:
     """A file-name-safe key from a job's overrides (sorted; where-to-run overrides left out).
 
@@ -75,8 +111,6 @@ def job_key(overrides: list[str]) -> str:
 
 def current_job_key() -> str | None:
     """The running Hydra job's key (None outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
-
     if not HydraConfig.initialized():
         return None
     return job_key(list(HydraConfig.get().overrides.task))
@@ -89,10 +123,6 @@ def check_ddp_launcher(cfg: DictConfig) -> None:
     basic launcher that command is the whole sweep, so every rank would run every job. A launcher that
     gives each job its own processes (submitit: one SLURM task per rank) does not have that problem.
     """
-    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
-
-    from hybrid_retrieval.config_check import ConfigError  # noqa: PLC0415
-
     strategy = str(cfg.trainer.get("strategy", "auto"))
     devices = cfg.trainer.get("devices", 1)
     if not HydraConfig.initialized() or "ddp" not in strategy or devices in (1, "1"):
@@ -112,12 +142,9 @@ def check_ddp_launcher(cfg: DictConfig) -> None:
 def code_version() -> str:
     """The code this process runs: the git commit of the checkout it was imported from, or, for a regular
     (non-editable) install, the package version (never the commit of whatever repository the cwd is in)."""
-    from hybrid_retrieval.utils import _checkout_root  # noqa: PLC0415
-
-    root = _checkout_root()
+    root = checkout_root()
     if root is not None:
         return git_commit(root)
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
     try:
         return f"hybrid_retrieval=={version('hybrid_retrieval')} (installed)"
@@ -139,8 +166,6 @@ def git_commit(root: str | Path) -> str:
 
 
 def machine() -> dict:
-    import torch  # noqa: PLC0415
-
     return {
         "host_cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
@@ -207,9 +232,6 @@ class SweepProgress(Callback):
         self.run_s = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: PLC0415
-        from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
-
         try:
             merged = {k: f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()}
             merged.update({o.split("=", 1)[0]: o for o in config.hydra.overrides.task})  # the command line wins

@@ -13,17 +13,24 @@ import time
 from pathlib import Path
 
 import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_retrieval import sweeps
+from hybrid_retrieval.callbacks import LareqaEvaluator
+from hybrid_retrieval.config_check import ConfigError, validate_config
+from hybrid_retrieval.paths import CONFIG_DIR
+from hybrid_retrieval.sweeps import register_resolvers
 from hybrid_retrieval.utils import (
-    CONFIG_DIR,
     finish_wandb,
     instantiate_callbacks,
     instantiate_loggers,
     prepare_environment,
     quiet_console,
-    register_resolvers,
 )
 
 log = logging.getLogger(__name__)
@@ -32,12 +39,8 @@ register_resolvers()
 
 def train(cfg: DictConfig) -> float | None:
     """Fit one configuration; returns ``cfg.optimized_metric`` (for Hydra sweepers) or None."""
-    import lightning as L  # noqa: PLC0415 - keep `--help` fast
-    from hydra.utils import instantiate  # noqa: PLC0415
 
     quiet_console()  # after importing lightning: it may have added its own console handler
-
-    from hybrid_retrieval.config_check import validate_config  # noqa: PLC0415
 
     validate_config(cfg)
     sweeps.check_ddp_launcher(cfg)
@@ -107,7 +110,6 @@ def train(cfg: DictConfig) -> float | None:
 
 def define_wandb_summaries(loggers) -> None:
     """W&B run summaries: the best mAP / R@k (max) and rank distance (min) of the run, not the last value."""
-    from lightning.pytorch.loggers import WandbLogger  # noqa: PLC0415
 
     for lg in loggers:
         if isinstance(lg, WandbLogger):
@@ -120,7 +122,6 @@ def define_wandb_summaries(loggers) -> None:
 
 def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time_s, commit) -> dict:
     """What this job really was and did, next to its metrics (one small JSON, meant to be committed)."""
-    from hybrid_retrieval.callbacks import LareqaEvaluator  # noqa: PLC0415
 
     result = next((c.last for c in trainer.callbacks if isinstance(c, LareqaEvaluator)), None)
     pairs = {}
@@ -161,22 +162,15 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
 
 
 def _task_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
-
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
-    from hydra.types import RunMode  # noqa: PLC0415
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
-    from hybrid_retrieval.config_check import ConfigError  # noqa: PLC0415
-
     prepare_environment()
     try:
         return train(cfg)

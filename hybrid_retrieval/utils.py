@@ -1,80 +1,16 @@
-"""Small glue: resolvers, environment defaults, callback/logger instantiation, W&B shutdown."""
+"""Small glue for the entry points: environment defaults, a quiet console, callback/logger instantiation, W&B
+shutdown. (Paths: :mod:`hybrid_retrieval.paths`; resolvers: :mod:`hybrid_retrieval.sweeps`.)"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
-from hybrid_retrieval.sweeps import budget_steps, scaled_lr
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def _checkout_root() -> Path | None:
-    """The source checkout this package runs from (editable install or PYTHONPATH), if any."""
-    candidate = PACKAGE_DIR.parent
-    return candidate if (candidate / "conf" / "train.yaml").exists() else None
-
-
-def config_dir() -> str:
-    """Absolute path of the Hydra configs: the checkout's ``conf/`` (the source), else the copy that a regular
-    ``pip install .`` ships inside the package (``hybrid_retrieval/conf``, see setup.py)."""
-    root = _checkout_root()
-    if root is not None:
-        return str(root / "conf")
-    shipped = PACKAGE_DIR / "conf"
-    if (shipped / "train.yaml").exists():
-        return str(shipped)
-    raise FileNotFoundError(f"no configs: neither {PACKAGE_DIR.parent / 'conf'} nor {shipped} holds train.yaml")
-
-
-CONFIG_DIR = config_dir()
-
-
-def project_root() -> str:
-    """The checkout root (the folder holding conf/ beside the package); for an installed package the current
-    directory (so logs/ and ../shared/data are found from where the command runs; see conf/paths)."""
-    root = _checkout_root()
-    return str(root) if root is not None else str(Path.cwd())
-
-
-def wandb_group(task_name: str) -> str:
-    """One W&B group per sweep (``{task}-{sweep dir name}``, unique per multirun); the task name for single runs."""
-    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
-
-    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-        return f"{task_name}-{Path(HydraConfig.get().sweep.dir).name}"
-    return task_name
-
-
-def wandb_run_name() -> str | None:
-    """A multirun job's W&B name: its key (the overrides that make it this job); W&B's own name otherwise."""
-    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
-
-    from hybrid_retrieval.sweeps import current_job_key  # noqa: PLC0415
-
-    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-        return current_job_key()
-    return None
-
-
-def register_resolvers() -> None:
-    for name, fn in (
-        ("hr_wandb_group", wandb_group),
-        ("hr_wandb_name", wandb_run_name),
-        ("hr_root", project_root),
-        ("hr_budget_steps", budget_steps),
-        ("hr_lr", scaled_lr),
-        ("hr_min", lambda a, b: min(int(a), int(b))),
-    ):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
 
 
 def prepare_environment() -> None:
@@ -128,7 +64,6 @@ def quiet_console() -> None:
 
 def instantiate_callbacks(cfg: DictConfig | None, has_logger: bool = True) -> list:
     """Build every ``_target_`` callback; the LR monitor is dropped when there is no logger to write to."""
-    from hydra.utils import instantiate  # noqa: PLC0415
 
     if not cfg:
         return []
@@ -142,8 +77,6 @@ def instantiate_callbacks(cfg: DictConfig | None, has_logger: bool = True) -> li
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list:
-    from hydra.utils import instantiate  # noqa: PLC0415
-
     if not cfg:
         return []
     out = []

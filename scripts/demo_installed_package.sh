@@ -15,7 +15,7 @@ venv/bin/pip install -q --upgrade pip
 time venv/bin/pip install -q "$SRC[export]"
 export PATH=$WORK/venv/bin:$PATH
 python - <<'EOF'
-import hybrid_retrieval.utils as u
+import hybrid_retrieval.paths as u
 print("package:", u.PACKAGE_DIR, "| configs:", u.CONFIG_DIR)
 EOF
 
@@ -29,7 +29,7 @@ hr-export "$CKPT" exported
 python - "$CKPT" <<'EOF'
 import sys, torch
 from sentence_transformers import SentenceTransformer
-from hybrid_retrieval.export import encoder_from_checkpoint
+from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
 from hybrid_retrieval.evaluation.encode import encode_texts
 texts = ["Wie lang ist die Donau?", "How long is the Danube?", "¿Cuánto mide el Danubio?",
          "Дунай — вторая по длине река Европы.", "多瑙河是欧洲第二长河。", "Tuna Nehri Avrupa'nın ikinci uzun nehridir."]

@@ -13,7 +13,7 @@ import pytrec_eval
 
 from hybrid_retrieval.callbacks import BestSoFar
 from hybrid_retrieval.data.beir import load_beir
-from hybrid_retrieval.data.lareqa import DataFormatError
+from hybrid_retrieval.errors import DataFormatError
 from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc, query_metrics
 from tests.conftest import make_beir
 

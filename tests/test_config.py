@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from hybrid_retrieval.config_check import ConfigError, validate_config
-from hybrid_retrieval.sweeps import budget_steps, scaled_lr
-from hybrid_retrieval.utils import register_resolvers
+from hybrid_retrieval.config_check import validate_config
+from hybrid_retrieval.errors import ConfigError
+from hybrid_retrieval.sweeps import budget_steps, register_resolvers, scaled_lr
 
 REPO = Path(__file__).resolve().parents[1]
 register_resolvers()
@@ -108,6 +108,8 @@ BAD = [  # (override, key named in the message, fragment of what is allowed)
     ("data.dev.fraction=1.0", "data.dev.fraction", "a share in (0, 1)"),
     ("data.validate_on=dev", "data.validate_on", "needs data.dev.fraction"),
     ("data.validate_on=test", "data.validate_on", "eval, dev"),
+    ("data.eval.max_questions=0", "data.eval.max_questions", ">= 1 or null"),
+    ("trainer.max_epochs=-1", "trainer.max_epochs", "needs trainer.max_steps > 0"),
 ]
 
 

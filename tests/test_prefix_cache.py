@@ -19,12 +19,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hybrid_retrieval.data.collate import pad_batch, pad_rows
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.models import prefix_cache as pc
 from hybrid_retrieval.models.distributed import all_gather_variable, average_gradients
 from hybrid_retrieval.models.grad_cache import contrastive_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
+from hybrid_retrieval.padding import pad_batch, pad_rows
 
 TEXTS_Q = ["wie lang ist die donau", "how long is the river", "quién fue el rey", "school of music in the city", "w1 w2"] * 2
 TEXTS_P = [f"passage {i}: " + " ".join(f"w{(i * 7 + j) % 40}" for j in range(3 + i % 9)) for i in range(10)]
@@ -52,7 +52,7 @@ def cache_dir(tmp_path, monkeypatch):
 def _features(enc, texts, kind, cached: bool):
     ids = enc.token_ids(texts, kind)
     if cached:
-        return pad_rows(pc.model_rows(enc, ids, kind), enc.tokenizer.pad_token_id)
+        return pad_rows(enc.model_rows(ids, kind), enc.tokenizer.pad_token_id)
     return pad_batch(ids, enc.tokenizer.pad_token_id)
 
 

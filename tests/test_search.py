@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hybrid_retrieval.data.lareqa import DataFormatError
+from hybrid_retrieval.errors import DataFormatError
 from hybrid_retrieval.search import main, read_texts
 
 pytest.importorskip("faiss")

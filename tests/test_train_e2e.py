@@ -208,7 +208,7 @@ def test_frozen_prefix_checkpoint_small_and_loads_into_evaluate(tiny_data, tiny_
     from the configured base model, and refuses a different base model."""
     import torch
 
-    from hybrid_retrieval.evaluate import load_checkpoint_into
+    from hybrid_retrieval.models.checkpoint import load_checkpoint_into
     from hybrid_retrieval.models.encoder import DualEncoder
 
     monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
@@ -600,7 +600,8 @@ def test_export_loads_in_sentence_transformers_with_our_embeddings(tiny_data, ti
     from transformers import AutoModel
 
     from hybrid_retrieval.evaluation.encode import encode_texts
-    from hybrid_retrieval.export import encoder_from_checkpoint, main
+    from hybrid_retrieval.export import main
+    from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
 
     run_dir = tmp_path / "run"
     run_cli([*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=none", "model.optimizer.lr=5e-3"], tmp_path)
@@ -616,6 +617,12 @@ def test_export_loads_in_sentence_transformers_with_our_embeddings(tiny_data, ti
         a = torch.as_tensor(model.encode(texts, prompt_name=kind, convert_to_numpy=True))
         b = encode_texts(ours, texts, kind)
         assert float(torch.nn.functional.cosine_similarity(a, b, dim=-1).min()) >= 0.9999, kind
+    # sentence-transformers >= 5: encode_query / encode_document (and MTEB's prompt types) use the same prefixes
+    assert model.prompts["document"] == model.prompts["passage"] == ours.passage_prefix != ""
+    if hasattr(model, "encode_document"):
+        for encode, kind in ((model.encode_query, "query"), (model.encode_document, "passage")):
+            got = torch.as_tensor(encode(texts, convert_to_numpy=True))
+            assert float((got - encode_texts(ours, texts, kind)).abs().max()) <= 1e-6, kind
     untrained = encode_texts(ours.__class__(name=str(tiny_model_dir), max_length=32).eval(), texts, "passage")
     assert float(torch.nn.functional.cosine_similarity(untrained, a, dim=-1).min()) < 0.9999  # the trained weights went out
     assert AutoModel.from_pretrained(out).config.hidden_size == 32

@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hybrid_retrieval.data.collate import pad_rows
 from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.lareqa import DevSplit, LareqaDataset, load_lareqa, split_dev, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
 from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, sampling_record
-from hybrid_retrieval.models.prefix_cache import model_rows
+from hybrid_retrieval.padding import pad_rows
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +136,8 @@ def _to_prefix_rows(encoder, tokenized: list[dict[str, TokenizedView]]) -> list[
     """Replace every token-id list by its cached frozen-prefix states (one cache per text kind)."""
     q_ids = [v.query for row in tokenized for v in row.values()]
     p_ids = [x for row in tokenized for v in row.values() for x in (v.positive, *v.negatives)]
-    q_rows = iter(model_rows(encoder, q_ids, "query", progress=True))
-    p_rows = iter(model_rows(encoder, p_ids, "passage", progress=True))
+    q_rows = iter(encoder.model_rows(q_ids, "query", progress=True))
+    p_rows = iter(encoder.model_rows(p_ids, "passage", progress=True))
     out = []
     for row in tokenized:
         new = {}
@@ -239,7 +238,7 @@ class HybridDataModule(L.LightningDataModule):
         if self.corpus is None:
             cfg = self.eval_cfg
             self.eval_dataset = load_lareqa(cfg["root"], cfg.get("languages"), name=cfg.get("name"), strict=self.strict)
-            if cfg.get("max_questions"):
+            if cfg.get("max_questions") is not None:  # 0 is rejected by the config check, never "all"
                 self.eval_dataset = subsample_questions(self.eval_dataset, int(cfg["max_questions"]), seed=0)
                 log.warning(
                     "evaluating on a subset: %s (not comparable with full-benchmark numbers)", self.eval_dataset.summary()
@@ -252,8 +251,8 @@ class HybridDataModule(L.LightningDataModule):
                 self._train_lareqa()
             target = self.dev_split.dev if self.validate_on == "dev" else self.eval_dataset
             self.corpus = EvalCorpus.from_dataset(target, with_context=self.with_context)
-            q_ids = model_rows(self.encoder, self._tokenize(self.corpus.q_texts, "query"), "query", progress=True)
-            c_ids = model_rows(self.encoder, self._tokenize(self.corpus.c_texts, "passage"), "passage", progress=True)
+            q_ids = self.encoder.model_rows(self._tokenize(self.corpus.q_texts, "query"), "query", progress=True)
+            c_ids = self.encoder.model_rows(self._tokenize(self.corpus.c_texts, "passage"), "passage", progress=True)
             self.eval_ids = q_ids + c_ids
             self.n_eval_queries = len(q_ids)
         if stage in (None, "fit") and self.items is None:

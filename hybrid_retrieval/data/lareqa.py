@@ -26,20 +26,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hybrid_retrieval.errors import DataFormatError
+
 log = logging.getLogger(__name__)
 
 #: Languages of the two benchmarks, as published.
 XQUAD_R_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
 MLQA_R_LANGUAGES = ("ar", "de", "en", "es", "hi", "vi", "zh")
 KNOWN_DATASETS = {"xquad-r": XQUAD_R_LANGUAGES, "mlqa-r": MLQA_R_LANGUAGES}
-
-
-class DataFormatError(ValueError):
-    """Bad input data: names the file, the item and what was expected."""
-
-    def __init__(self, file: str | Path, item: str, expected: str):
-        self.file, self.item, self.expected = str(file), item, expected
-        super().__init__(f"{file}: {item}: {expected}")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from huggingface_hub import hf_hub_download
 from tqdm import tqdm
 
 TOPICS = "miracl-v1.0-{lang}/topics/topics.miracl-v1.0-{lang}-{split}.tsv"
@@ -49,7 +50,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="output folder (BEIR layout)")
     ap.add_argument("--corpus-jsonl", help="a local MIRACL corpus JSONL (docid, title, text) instead of the hub")
     args = ap.parse_args(argv)
-    from huggingface_hub import hf_hub_download  # noqa: PLC0415
 
     topics = hf_hub_download("miracl/miracl", TOPICS.format(lang=args.lang, split=args.split), repo_type="dataset")
     qrels = hf_hub_download("miracl/miracl", QRELS.format(lang=args.lang, split=args.split), repo_type="dataset")
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             write_beir(args.out, topics, qrels, (json.loads(line) for line in fh if line.strip()), args.split)
     else:
         try:
-            import datasets  # noqa: PLC0415
+            import datasets  # noqa: PLC0415 - optional: only the MIRACL download reads through Hugging Face datasets
         except ImportError as err:
             raise SystemExit("the MIRACL corpus is read with Hugging Face `datasets`: pip install datasets") from err
         corpus = datasets.load_dataset("miracl/miracl-corpus", args.lang, split="train", streaming=True)

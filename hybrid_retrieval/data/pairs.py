@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hybrid_retrieval.data.lareqa import DataFormatError, LareqaDataset
+from hybrid_retrieval.data.lareqa import LareqaDataset
+from hybrid_retrieval.errors import DataFormatError
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ class AdhocResult:
 
 def exact_topk(q_emb: torch.Tensor | np.ndarray, d_emb: torch.Tensor | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows), each (n_queries, k'), k' = min(k, n_docs): exact inner-product top-k (faiss IndexFlatIP)."""
-    import faiss  # noqa: PLC0415
+    import faiss  # noqa: PLC0415 - optional at import time and slow to load (faiss-cpu): only the index paths need it
 
     d = np.ascontiguousarray(np.asarray(d_emb, dtype=np.float32))  # (n_docs, dim)
     q = np.ascontiguousarray(np.asarray(q_emb, dtype=np.float32))  # (n_queries, dim)

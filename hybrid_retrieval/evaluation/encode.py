@@ -11,9 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from hybrid_retrieval.data.collate import length_sorted_batches, pad_rows
 from hybrid_retrieval.models.encoder import DualEncoder
-from hybrid_retrieval.models.prefix_cache import model_rows
+from hybrid_retrieval.padding import length_sorted_batches, pad_rows
 
 
 def encode_plan(encoder: DualEncoder, texts: list[str], kind: str) -> tuple[list[list[int]], np.ndarray]:
@@ -44,7 +43,7 @@ def encode_rows(
 
 def encode_token_ids(encoder: DualEncoder, ids: list[list[int]], kind: str, progress: bool = False, **kwargs) -> torch.Tensor:
     """(n, dim) embeddings of pre-tokenized texts (through the prefix cache when the encoder uses one)."""
-    return encode_rows(encoder, model_rows(encoder, ids, kind, progress), kind, progress=progress, **kwargs)
+    return encode_rows(encoder, encoder.model_rows(ids, kind, progress), kind, progress=progress, **kwargs)
 
 
 def encode_texts(encoder: DualEncoder, texts: list[str], kind: str, **kwargs) -> torch.Tensor:

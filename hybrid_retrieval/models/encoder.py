@@ -13,15 +13,17 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import copy
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
+from transformers.masking_utils import create_bidirectional_mask
 
+from hybrid_retrieval.models.prefix_cache import cached_prefix_rows
 from hybrid_retrieval.offline_model import OFFLINE_MODEL_NAME, ensure_offline_model
 
 
@@ -36,8 +38,6 @@ def resolve_model_path(name: str) -> str:
 
 
 def _load_pretrained(name: str, **kwargs):
-    from transformers import AutoModel  # noqa: PLC0415 - heavy import
-
     path = resolve_model_path(name)
     try:
         try:
@@ -54,8 +54,6 @@ def _load_pretrained(name: str, **kwargs):
 
 
 def load_tokenizer(name: str):
-    from transformers import AutoTokenizer  # noqa: PLC0415
-
     return AutoTokenizer.from_pretrained(resolve_model_path(name))
 
 
@@ -192,6 +190,13 @@ class DualEncoder(nn.Module):
         prefix = self.query_prefix if kind == "query" else self.passage_prefix
         return self.tokenizer([prefix + t for t in texts], truncation=True, max_length=self.max_length)["input_ids"]
 
+    def model_rows(self, ids: list[list[int]], kind: str, progress: bool = False) -> list:
+        """What this encoder consumes per text: the token ids, or their cached frozen-prefix states when the cache
+        is on (each distinct text computed once, stored on disk, shared by every job with the same frozen weights)."""
+        if self.prefix_cache:
+            return cached_prefix_rows(self, ids, kind, progress=progress)
+        return ids
+
     def tokenize(self, texts: list[str], kind: str) -> dict[str, torch.Tensor]:
         """Prefix and tokenize with dynamic padding (to the longest text, at most ``max_length``)."""
         prefix = self.query_prefix if kind == "query" else self.passage_prefix
@@ -260,22 +265,9 @@ class DualEncoder(nn.Module):
 
 def _attention_mask(model: nn.Module, hidden: torch.Tensor, mask: torch.Tensor):
     """The layers' attention mask, built as the model's own forward builds it (eager or SDPA form)."""
-    from transformers.masking_utils import create_bidirectional_mask  # noqa: PLC0415
 
     return create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask)
 
 
-def tensor_digest(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
-    """Hash of names, shapes, dtypes and bytes: identifies frozen weights exactly (cache keys, checkpoints)."""
-    h = hashlib.blake2b(salt.encode(), digest_size=16)
-    for name, t in named:
-        arr = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(arr.shape)}:{arr.dtype}".encode())
-        h.update(arr.view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
 def _copy_module(module: nn.Module) -> nn.Module:
-    import copy  # noqa: PLC0415
-
     return copy.deepcopy(module)

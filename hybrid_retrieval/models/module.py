@@ -17,8 +17,10 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
+from hybrid_retrieval.models.checkpoint import check_frozen_prefix
+from hybrid_retrieval.models.digest import tensor_digest
 from hybrid_retrieval.models.distributed import all_ranks_true, average_gradients
-from hybrid_retrieval.models.encoder import DualEncoder, tensor_digest
+from hybrid_retrieval.models.encoder import DualEncoder
 from hybrid_retrieval.models.grad_cache import contrastive_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
 
@@ -186,10 +188,7 @@ class HybridRetrievalModule(L.LightningModule):
         """
         trainer = self.trainer
         per_epoch = trainer.datamodule.train_batches_per_epoch(trainer.world_size)
-        if trainer.limit_train_batches is not None and isinstance(trainer.limit_train_batches, int):
-            per_epoch = min(per_epoch, trainer.limit_train_batches)
-        total = per_epoch * max(1, trainer.max_epochs if trainer.max_epochs not in (None, -1) else 1)
-        return min(total, trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else total
+        return planned_steps(per_epoch, trainer.limit_train_batches, trainer.max_epochs, trainer.max_steps)
 
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,24 +206,26 @@ class HybridRetrievalModule(L.LightningModule):
         return index.cpu(), emb.detach().cpu()
 
 
-def check_frozen_prefix(checkpoint: dict, state: dict[str, torch.Tensor], prefix: str, where: str) -> list[str]:
-    """For a frozen-prefix checkpoint, check that ``state`` holds the same frozen weights it was trained on.
+def planned_steps(per_epoch: int, limit_train_batches, max_epochs: int | None, max_steps: int | None) -> int:
+    """The optimizer steps a fit will make, as Lightning counts them (the learning-rate schedule's length).
 
-    ``prefix`` is stripped from the checkpoint's key names to match ``state`` (e.g. ``"encoder."`` when
-    ``state`` is the encoder's own). Returns the frozen names (in ``state``'s naming), [] for full checkpoints.
+    ``limit_train_batches``: an int caps the batches per epoch, a float in [0, 1] keeps that fraction of them;
+    ``max_epochs`` None or -1 with ``max_steps`` > 0: the steps alone end the fit (epochs unbounded); both unset:
+    Lightning's default of 1000 epochs. An endless fit (``max_epochs=-1``, no ``max_steps``) has no schedule length.
     """
-    info = checkpoint.get("frozen_prefix")
-    if not info:
-        return []
-    keys = [k[len(prefix) :] for k in info["keys"] if k.startswith(prefix)]
-    absent = [k for k in keys if k not in state]
-    if absent or tensor_digest((k, state[k]) for k in keys) != info["digest"]:
-        raise ValueError(
-            f"{where}: this checkpoint holds only the top {info.get('train_layers')} layers; its frozen lower layers "
-            "must come from the same base model, but the configured model.encoder differs (other name, weights or "
-            "architecture). Use the encoder settings the run was trained with."
-        )
-    return keys
+    if isinstance(limit_train_batches, float):
+        per_epoch = int(per_epoch * limit_train_batches)
+    elif limit_train_batches is not None:
+        per_epoch = min(per_epoch, int(limit_train_batches))
+    steps = int(max_steps) if max_steps is not None and max_steps > 0 else None
+    if max_epochs is None or max_epochs == -1:
+        if steps is not None:
+            return steps
+        if max_epochs == -1:
+            raise ValueError("trainer.max_epochs=-1 without trainer.max_steps: an endless fit has no schedule length")
+        max_epochs = 1000  # Lightning's default when neither is set
+    total = per_epoch * int(max_epochs)
+    return min(total, steps) if steps is not None else total
 
 
 def linear_warmup_decay(optimizer, num_warmup_steps: int, num_training_steps: int):

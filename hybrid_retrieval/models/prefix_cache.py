@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_retrieval.models.encoder import tensor_digest
+from hybrid_retrieval.models.digest import tensor_digest
 from hybrid_retrieval.offline_model import cache_root
+from hybrid_retrieval.padding import length_sorted_batches, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,6 @@ class PrefixStates:
 
 def _build(encoder, ids: Sequence[Sequence[int]], kind: str, dtype: str, out: Path, batch_size: int, progress: bool):
     """Compute every text's prefix states into ``out`` (a fresh directory)."""
-    from hybrid_retrieval.data.collate import length_sorted_batches, pad_batch  # noqa: PLC0415 - no import cycle
-
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -185,10 +184,3 @@ def cached_prefix_rows(encoder, ids: Sequence[Sequence[int]], kind: str, **kwarg
         where.append(index[t])
     states = load_or_build(encoder, uniq, kind, **kwargs)
     return [states[i] for i in where]
-
-
-def model_rows(encoder, ids: list[list[int]], kind: str, progress: bool = False) -> list:
-    """What the encoder consumes per text: its token ids, or its cached prefix states when the cache is on."""
-    if getattr(encoder, "prefix_cache", False):
-        return cached_prefix_rows(encoder, ids, kind, progress=progress)
-    return ids

@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 METRICS = ["mono/map", "cross/map", "multi/map", "multi/rank_distance", "mono/r@1", "cross/r@1", "multi/hit@1", "cross/r@10"]
 PAIR_METRICS = ["map", "map@20", "r@1", "r@10"]
 
 
 def _cfg(job: Path) -> dict:
-    from omegaconf import OmegaConf  # noqa: PLC0415
-
     path = job / ".hydra" / "config.yaml"
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.exists() else {}
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hybrid_retrieval.plots import heatmap
+
 PANELS = [
     ("mono/map", "monolingual mAP (X→X)"),
     ("cross/map", "cross-lingual mAP (X→Y)"),
@@ -33,10 +35,10 @@ def plot_curves(
 ) -> Path:
     """One panel per metric, one line per α. ``xlabels``: tick label per batch size (e.g. with the
     distinct negatives a query saw, which is what a batch size means to the loss)."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415 - slow to import (~1 s); only plots need it, after the headless backend is chosen
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import (~1 s); only plots need it, after the headless backend is chosen
 
     panels = [(m, t) for m, t in (panels or PANELS) if f"{m} mean" in summary]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), dpi=110, squeeze=False)
@@ -71,9 +73,7 @@ def plot_pair_deltas(pairs: pd.DataFrame, out: Path) -> list[Path]:
     """Per-pair mAP change from the smallest to the largest batch size, per α (mean over seeds)."""
     if pairs is None or pairs.empty:
         return []
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    from hybrid_retrieval.plots import heatmap  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import (~1 s); only plots need it, after the headless backend is chosen
 
     paths = []
     for alpha, grp in pairs.groupby("alpha"):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from hybrid_retrieval.report.collect import METRICS
 
@@ -111,7 +112,6 @@ def welch(a, b) -> tuple[float, float, float]:
 
 def compare(a, b, pooled_sd: float, pooled_dof: int, label: str = "") -> Comparison:
     """Both views of the difference a − b of two cells' seed values (see :class:`Comparison`)."""
-    from scipy import stats as sps  # noqa: PLC0415 - scipy is heavy; only the report needs it
 
     diff, se, dof = welch(a, b)
     pooled_se = pooled_sd * math.sqrt(1.0 / len(a) + 1.0 / len(b))
@@ -150,7 +150,6 @@ def benjamini_hochberg(pvalues: list[float], level: float = 0.05) -> list[bool]:
 def minimum_detectable_effect(sd: float, dof: int, n_a: int, n_b: int, level: float = 0.05, power: float = 0.8) -> float:
     """The smallest true difference a two-sided t test at ``level`` detects with probability ``power``, for
     cells of n_a and n_b seeds and seed noise sd with ``dof`` degrees of freedom: (t_{1−level/2} + t_power)·se."""
-    from scipy import stats as sps  # noqa: PLC0415
 
     se = sd * math.sqrt(1.0 / n_a + 1.0 / n_b)
     return float((sps.t.ppf(1 - level / 2, dof) + sps.t.ppf(power, dof)) * se)

@@ -1,4 +1,5 @@
-"""Collation: pad token-id lists, or cached frozen-prefix states, into batch tensors.
+"""Padding: token-id lists, or cached frozen-prefix states, into batch tensors (a bottom module: data, models
+and evaluation all pad, none of them owns it).
 
 A *row* is either a list of token ids or a ``(len, hidden)`` array of prefix states
 (:mod:`hybrid_retrieval.models.prefix_cache`); :func:`pad_rows` pads whichever it is given, so the
@@ -11,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 
 def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -51,8 +53,6 @@ def length_sorted_batches(
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     starts = range(0, len(order), batch_size)
     if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
         starts = tqdm(starts, desc=desc, unit="batch", leave=False)
     for lo in starts:
         yield order[lo : lo + batch_size]
