@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -42,5 +44,5 @@ def test_warmup_then_linear_decay_reaches_zero_exactly_at_the_end():
         opt.step()
         sched.step()
     assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert lrs[4] == pytest.approx(1.0) and all(a > b for a, b in zip(lrs[4:], lrs[5:]))  # strictly decaying
+    assert lrs[4] == pytest.approx(1.0) and all(a > b for a, b in itertools.pairwise(lrs[4:]))  # strictly decaying
     assert lrs[-1] == pytest.approx(1 / 36) and opt.param_groups[0]["lr"] == 0.0  # > 0 on every step taken
