@@ -14,9 +14,10 @@ from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import MaxMetric, MinMetric
 
 from hybrid_retrieval.data.beir import load_beir
-from hybrid_retrieval.evaluation.adhoc import ADHOC_METRICS, evaluate_adhoc, write_trec_run
+from hybrid_retrieval.evaluation.adhoc import ADHOC_METRICS, evaluate_adhoc
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.evaluation.lareqa_eval import EvalResult, evaluate_embeddings
+from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.distributed import all_gather_variable
 from hybrid_retrieval.plots import heatmap
 

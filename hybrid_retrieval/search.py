@@ -25,46 +25,13 @@ from textwrap import shorten
 
 import numpy as np
 
-from hybrid_retrieval.errors import DataFormatError
+from hybrid_retrieval.data.beir import read_texts
 from hybrid_retrieval.evaluation.encode import encode_texts
+from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
 from hybrid_retrieval.models.encoder import DualEncoder
 
 SNIPPET_CHARS = 100  # characters of a hit's text printed after its id
-
-
-def read_texts(path: str | Path) -> tuple[list[str], list[str]]:
-    """(ids, texts) from JSONL (``id``, ``text``, optional ``title``) or TSV (id, text[, title]); the title is
-    prepended to the text. Errors name the file, the line and what was expected."""
-    path = Path(path)
-    if not path.exists():
-        raise DataFormatError(path, "file", "an existing JSONL or TSV file")
-    ids, texts, seen = [], [], set()
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if path.suffix == ".jsonl":
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataFormatError(path, f"line {n}", f"one JSON object per line ({err.msg})") from err
-                if not isinstance(obj, dict) or "id" not in obj or not isinstance(obj.get("text"), str):
-                    raise DataFormatError(path, f"line {n}", 'an object with "id" and "text" (string)')
-                doc_id, text, title = str(obj["id"]), obj["text"], obj.get("title") or ""
-            else:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 2:
-                    raise DataFormatError(path, f"line {n}", "id<TAB>text[<TAB>title]")
-                doc_id, text, title = parts[0], parts[1], (parts[2] if len(parts) > 2 else "")
-            if doc_id in seen:
-                raise DataFormatError(path, f"line {n} (id {doc_id})", "unique ids")
-            seen.add(doc_id)
-            ids.append(doc_id)
-            texts.append(f"{title}. {text}" if title else text)
-    if not ids:
-        raise DataFormatError(path, "file", "at least one line")
-    return ids, texts
 
 
 def load_encoder(ckpt: str | None, base: str | None = None):
@@ -123,7 +90,7 @@ def cmd_query(args) -> None:
     if meta["kind"] == "hnsw":
         index.hnsw.efSearch = args.ef_search
     if args.queries:
-        qids, qtexts = read_texts(args.queries)
+        qids, qtexts = read_texts(args.queries, "query")
     elif args.query:
         qids, qtexts = [f"q{i + 1}" for i in range(len(args.query))], list(args.query)
     else:
@@ -134,11 +101,11 @@ def cmd_query(args) -> None:
     scores, rows = index.search(np.ascontiguousarray(q, dtype=np.float32), args.k)
     took = time.perf_counter() - t0
     if args.run:
-        with open(args.run, "w", encoding="utf-8") as fh:
-            for qid, srow, rrow in zip(qids, scores, rows, strict=True):
-                for rank, (s, r) in enumerate(zip(srow, rrow, strict=True), 1):
-                    if r >= 0:
-                        fh.write(f"{qid} Q0 {ids[r]} {rank} {s:.6f} hybrid_retrieval\n")
+        run = {
+            qid: [(ids[r], float(s)) for s, r in zip(srow, rrow, strict=True) if r >= 0]
+            for qid, srow, rrow in zip(qids, scores, rows, strict=True)
+        }
+        write_trec_run(args.run, run)
         print(f"{len(qids)} queries in {took:.2f} s -> {args.run}")
         return
     for qid, text, srow, rrow in zip(qids, qtexts, scores, rows, strict=True):

@@ -34,6 +34,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from hybrid_retrieval.atomic import write_text_atomic
 from hybrid_retrieval.errors import ConfigError
 from hybrid_retrieval.paths import checkout_root, project_root
 
@@ -181,10 +182,7 @@ def now_utc() -> str:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, default=float))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=1, default=float))
 
 
 def record_paths(cfg: DictConfig, key: str | None) -> list[Path]:
@@ -229,7 +227,6 @@ class SweepProgress(Callback):
         self.total = 0
         self.done = self.failed = self.skipped = 0
         self.start = time.perf_counter()
-        self.run_s = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:

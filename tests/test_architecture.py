@@ -17,6 +17,7 @@ BOTTOM = {
     "hybrid_retrieval.padding",
     "hybrid_retrieval.offline_model",
     "hybrid_retrieval.plots",
+    "hybrid_retrieval.atomic",
 }
 #: Which layers each layer may import (its own always).
 ALLOWED = {

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from hybrid_retrieval.data.beir import read_texts
 from hybrid_retrieval.errors import DataFormatError
-from hybrid_retrieval.search import main, read_texts
+from hybrid_retrieval.search import main
 
 pytest.importorskip("faiss")
 
@@ -69,9 +70,9 @@ def test_index_and_query_equal_brute_force(tmp_path, tiny_model_dir, tiny_encode
 @pytest.mark.parametrize(
     ("name", "content", "where", "expected"),
     [
-        ("c.tsv", "d1\tone\nd1\ttwo\n", "line 2 (id d1)", "unique ids"),
+        ("c.tsv", "d1\tone\nd1\ttwo\n", "line 2 (id d1)", "unique document ids"),
         ("c.tsv", "d1 no tab\n", "line 1", "id<TAB>text"),
-        ("c.jsonl", '{"id": "x"}\n', "line 1", '"id" and "text"'),
+        ("c.jsonl", '{"id": "x"}\n', "line 1", 'an id ("_id", "docid" or "id") and "text"'),
         ("c.jsonl", "\n\n", "file", "at least one line"),
     ],
 )

@@ -65,39 +65,53 @@ def _json_records(path: Path, what: str) -> Iterator[tuple[int, str, dict]]:
         yield n, str(obj[key]), obj
 
 
-def read_corpus(path: Path) -> tuple[list[str], list[str]]:
+def passage_text(title: str, text: str) -> str:
+    """What the passage encoder sees of a titled document: ``"{title}. {text}"`` (the text alone without a title)."""
+    return f"{title}. {text}" if title else text
+
+
+def read_texts(path: str | Path, what: str = "document") -> tuple[list[str], list[str]]:
+    """(ids, texts) of a corpus or query file: JSONL (``.jsonl``: an id in "_id", "docid" or "id", "text", optional
+    "title") or TSV (any other name: id<TAB>text[<TAB>title]); titles joined by :func:`passage_text`. The one
+    reader of such files (BEIR corpora, ``search index --corpus``, ``search query --queries``): errors name the
+    file, the line and what was expected; ids must be unique; at least one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "file", "an existing JSONL or TSV file")
     ids, texts, seen = [], [], set()
-    for n, doc_id, obj in _json_records(path, "a document"):
+    if path.suffix == ".jsonl":
+        rows = ((n, doc_id, obj.get("title") or "", obj["text"]) for n, doc_id, obj in _json_records(path, f"a {what}"))
+    else:
+        rows = _tsv_records(path)
+    for n, doc_id, title, text in rows:
         if doc_id in seen:
-            raise DataFormatError(path, f"line {n} (id {doc_id})", "unique document ids")
+            raise DataFormatError(path, f"line {n} (id {doc_id})", f"unique {what} ids")
         seen.add(doc_id)
-        title = obj.get("title") or ""
         ids.append(doc_id)
-        texts.append(f"{title}. {obj['text']}" if title else obj["text"])
+        texts.append(passage_text(title, text))
     if not ids:
-        raise DataFormatError(path, "file", "at least one document")
+        raise DataFormatError(path, "file", "at least one line")
     return ids, texts
+
+
+def _tsv_records(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    for n, line in _lines(path):
+        parts = line.split("\t")
+        if len(parts) < 2:
+            raise DataFormatError(path, f"line {n}", "id<TAB>text[<TAB>title]")
+        yield n, parts[0], (parts[2] if len(parts) > 2 else ""), parts[1]
+
+
+def read_corpus(path: Path) -> tuple[list[str], list[str]]:
+    """A BEIR ``corpus.jsonl``: (document ids, "title. text")."""
+    return read_texts(path, "document")
 
 
 def read_queries(root: Path) -> dict[str, str]:
     jsonl, tsv = root / "queries.jsonl", root / "queries.tsv"
-    queries: dict[str, str] = {}
-    if jsonl.exists():
-        for n, qid, obj in _json_records(jsonl, "a query"):
-            if qid in queries:
-                raise DataFormatError(jsonl, f"line {n} (id {qid})", "unique query ids")
-            queries[qid] = obj["text"]
-    elif tsv.exists():
-        for n, line in _lines(tsv):
-            parts = line.split("\t")
-            if len(parts) < 2:
-                raise DataFormatError(tsv, f"line {n}", "query-id<TAB>text")
-            if parts[0] in queries:
-                raise DataFormatError(tsv, f"line {n} (id {parts[0]})", "unique query ids")
-            queries[parts[0]] = parts[1]
-    else:
+    if not jsonl.exists() and not tsv.exists():
         raise DataFormatError(jsonl, "file", "queries.jsonl (or queries.tsv) in the dataset folder")
-    return queries
+    return dict(zip(*read_texts(jsonl if jsonl.exists() else tsv, "query"), strict=True))
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:

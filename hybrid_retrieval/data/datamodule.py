@@ -185,7 +185,6 @@ class HybridDataModule(L.LightningDataModule):
         self.corpus: EvalCorpus | None = None
         self.train_sampler: HybridBatchSampler | None = None
         # Filled by setup(): declared here so every field has one owner and exists from the start.
-        self.train_dataset: LareqaDataset | None = None
         self.tokenized: list[dict[str, TokenizedView]] = []  # per item: language -> model rows
         self.eval_ids: list = []  # evaluation rows: questions first, then candidates
         self.n_eval_queries = 0
@@ -201,11 +200,8 @@ class HybridDataModule(L.LightningDataModule):
         cfg = self.train_cfg
         fmt = cfg.get("format", "lareqa")
         if fmt == "lareqa":
-            ds = self._train_lareqa()
-            self.train_dataset = ds
-            return items_from_lareqa(ds, with_context=self.with_context, hard_negatives=self.hard_negatives)
+            return items_from_lareqa(self._train_lareqa(), with_context=self.with_context, hard_negatives=self.hard_negatives)
         if fmt == "jsonl":
-            self.train_dataset = None
             return load_jsonl_items(cfg["path"], cfg.get("languages"))
         raise ValueError(f"data.train.format={fmt!r}: expected 'lareqa' or 'jsonl'")
 

@@ -52,7 +52,6 @@ class _Pool:
     def __init__(self, members: np.ndarray):
         self.members = members
         self.cursor = 0
-        self.refill_cursor = 0
 
     def take(self, k: int, used: np.ndarray, in_batch: set[int], rng: np.random.Generator) -> tuple[list[int], int]:
         """``k`` items, unseen ones first; returns (items, number refilled from seen items)."""
@@ -227,9 +226,7 @@ class HybridBatchSampler:
                     x, y = rng.choice(self.item_langs[i], size=2, replace=False)
                     batch.append(Example(i, str(x), str(y)))
             used[items] = True
-            self.stats["batches"] += 1
-            self.stats["mono_batches" if mono else "cross_batches"] += 1
-            self.stats["refilled"] += refilled
+            self.stats["refilled"] += refilled  # read by sampling_record (its replay)
             yield batch
 
     def mono_plan(self) -> np.ndarray | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -83,12 +82,3 @@ def evaluate_adhoc(
         per_query[qid] = query_metrics([d for d, _ in hits], qrels.get(qid, {}))
     macro = {m: float(np.mean([v[m] for v in per_query.values()])) if per_query else float("nan") for m in ADHOC_METRICS}
     return AdhocResult(macro=macro, per_query=per_query, run=run)
-
-
-def write_trec_run(path: str | Path, run: dict[str, list[tuple[str, float]]], tag: str = "hybrid_retrieval") -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for qid, hits in run.items():
-            for rank, (doc_id, score) in enumerate(hits, 1):
-                fh.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")

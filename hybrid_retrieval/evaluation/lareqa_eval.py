@@ -26,6 +26,7 @@ import torch
 
 from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.evaluation.metrics import metrics_from_ranks, ranks_of
+from hybrid_retrieval.evaluation.trec import TAG, trec_lines
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class TrecRunWriter:
     files small and still allows map@20 (k ≥ 20), r@1 and r@10 to be recomputed.
     """
 
-    def __init__(self, out_dir: str | Path, corpus: EvalCorpus, top_k: int | None = 100, tag: str = "hybrid_retrieval"):
+    def __init__(self, out_dir: str | Path, corpus: EvalCorpus, top_k: int | None = 100, tag: str = TAG):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.top_k, self.tag, self.corpus = top_k, tag, corpus
@@ -153,11 +154,12 @@ class TrecRunWriter:
         # Stable descending sort: equal scores keep candidate-index order (the metrics' tie rule).
         top_scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
         top_scores, order = top_scores[:, :k].tolist(), order[:, :k].tolist()
-        lines = []
-        for r, qid in enumerate(qids):
-            for rank, (ci, sc) in enumerate(zip(order[r], top_scores[r]), 1):
-                lines.append(f"{qid} Q0 {c_ids[c_lo + ci]} {rank} {sc:.6f} {self.tag}\n")
-        fh.write("".join(lines))
+        fh.write(
+            "".join(
+                trec_lines(qid, ((c_ids[c_lo + ci], sc) for ci, sc in zip(order[r], top_scores[r])), self.tag)
+                for r, qid in enumerate(qids)
+            )
+        )
 
     def write_qrels(self) -> None:
         """``qrels.all.txt`` for the X-all runs, ``qrels.{Y}.txt`` (language Y's candidates) for X-Y runs."""

@@ -23,15 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from hybrid_retrieval.atomic import atomic_directory
 from hybrid_retrieval.models.digest import tensor_digest
 from hybrid_retrieval.offline_model import cache_root
 from hybrid_retrieval.padding import length_sorted_batches, pad_batch
@@ -122,11 +120,8 @@ def load_or_build(
     if (final / "meta.json").exists():
         log.info("prefix cache hit: %s (%d texts)", final, len(ids))
         return PrefixStates(final)
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_dead_builds(root, key)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-{os.getpid()}-", dir=root))
     t0 = time.perf_counter()
-    try:
+    with atomic_directory(final, complete="meta.json") as tmp:
         _build(encoder, ids, kind, dtype, tmp, batch_size, progress)
         meta = {
             "format": FORMAT_VERSION,
@@ -144,31 +139,11 @@ def load_or_build(
             "build_s": round(time.perf_counter() - t0, 2),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # last file: marks the entry complete
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another job renamed its identical copy first: use that one
-            if not (final / "meta.json").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     states = PrefixStates(final)
     log.info(
         "prefix cache built: %s (%d texts, %.0f MB, %.1fs)", final, len(ids), states.nbytes / 2**20, time.perf_counter() - t0
     )
     return states
-
-
-def _remove_dead_builds(root: Path, key: str) -> None:
-    """Delete ``{key}.tmp-{pid}-*`` directories left by killed builds (their process is gone)."""
-    for d in root.glob(f"{key}.tmp-*"):
-        try:
-            pid = int(d.name.split(".tmp-")[1].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):
-            continue
 
 
 def cached_prefix_rows(encoder, ids: Sequence[Sequence[int]], kind: str, **kwargs) -> list[np.ndarray]:
