@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MaxMetric, MinMetric
 
 from hybrid_retrieval.data.beir import load_beir
@@ -162,7 +163,15 @@ class LareqaEvaluator(L.Callback):
             return
         out.mkdir(parents=True, exist_ok=True)
         payload = {"epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": flat, "languages": result.languages}
-        (out / f"epoch{trainer.current_epoch:03d}.json").write_text(json.dumps(payload, indent=1))
+        (out / self.file_name(trainer)).write_text(json.dumps(payload, indent=1))
+
+    @staticmethod
+    def file_name(trainer: L.Trainer) -> str:
+        """``epoch{E}.json`` during a fit; a validation outside it (``validate_before_training``) gets its own
+        name, ``validate-step{N}.json``, so the first epoch's evaluation does not overwrite it."""
+        if trainer.state.fn == TrainerFn.FITTING:
+            return f"epoch{trainer.current_epoch:03d}.json"
+        return f"validate-step{trainer.global_step:06d}.json"
 
     def _to_wandb(self, trainer: L.Trainer, result: EvalResult) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]

@@ -152,7 +152,8 @@ class DualEncoder(nn.Module):
             self.train(self.training)
         if gradient_checkpointing:
             for m in {id(self.query_model): self.query_model, id(self.passage_model): self.passage_model}.values():
-                m.gradient_checkpointing_enable()
+                enable = getattr(m, "activation_checkpointing_enable", None) or m.gradient_checkpointing_enable  # renamed
+                enable()
 
     def _towers(self) -> list[nn.Module]:
         return list({id(self.query_model): self.query_model, id(self.passage_model): self.passage_model}.values())
