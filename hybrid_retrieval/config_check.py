@@ -18,6 +18,7 @@ from hybrid_retrieval.models.encoder import POOLINGS, PREFIX_CACHE_DTYPES
 from hybrid_retrieval.models.loss import SIMILARITIES
 from hybrid_retrieval.models.module import NONFINITE_POLICIES
 from hybrid_retrieval.offline_model import OFFLINE_MODEL_NAME
+from hybrid_retrieval.paths import DOWNLOAD_HINT
 
 
 def _get(cfg: DictConfig, dotted: str, default=None):
@@ -60,7 +61,8 @@ def validate_config(cfg: DictConfig) -> None:
     for key in (train_key, "data.eval.root"):
         path = _get(cfg, key)
         if path is None or not Path(str(path)).exists():
-            raise ConfigError(key, path, "expected an existing path (set paths.data_dir or this key)")
+            hint = DOWNLOAD_HINT if key.endswith(".root") else "set this key to an existing file"
+            raise ConfigError(key, path, f"expected an existing path; {hint}")
     if fmt == "lareqa":
         _languages(cfg, "data.train.languages", "data.train.root")
     _languages(cfg, "data.eval.languages", "data.eval.root")

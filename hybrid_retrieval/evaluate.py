@@ -2,7 +2,7 @@
 
     python -m hybrid_retrieval.evaluate dataset=xquad-r                      # untrained offline default
     python -m hybrid_retrieval.evaluate dataset=mlqa-r ckpt_path=.../last.ckpt
-    python -m hybrid_retrieval.evaluate encoder=labse                        # a hub model (online)
+    python -m hybrid_retrieval.evaluate model/encoder@encoder=labse          # a hub model (online)
     python -m hybrid_retrieval.evaluate adhoc.root=/data/miracl-de adhoc.split=dev ckpt_path=...  # BEIR layout
 
 Writes to the run directory: ``summary.json`` (macro averages, per-pair metrics, timings),

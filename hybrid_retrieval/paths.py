@@ -5,6 +5,7 @@ A bottom module (standard library only), so that everything above it can ask wit
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -36,3 +37,37 @@ def project_root() -> str:
     directory (so logs/ and ../shared/data are found from where the command runs; see conf/paths)."""
     root = checkout_root()
     return str(root) if root is not None else str(Path.cwd())
+
+
+def cache_root() -> Path:
+    """Where converted models, prefix caches and downloaded data live: ``$HYBRID_RETRIEVAL_CACHE`` or the user
+    cache dir (``$XDG_CACHE_HOME/hybrid_retrieval``, default ``~/.cache/hybrid_retrieval``)."""
+    env = os.environ.get("HYBRID_RETRIEVAL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "hybrid_retrieval"
+
+
+def data_cache_dir() -> Path:
+    """Where ``python -m hybrid_retrieval.data.download`` puts the benchmarks by default."""
+    return cache_root() / "data"
+
+
+BENCHMARKS = ("xquad-r", "mlqa-r")
+DOWNLOAD_HINT = "fetch them with: python -m hybrid_retrieval.data.download  (or set paths.data_dir / HYBRID_RETRIEVAL_DATA)"
+
+
+def find_data_dir(root_dir: str | Path) -> str:
+    """``paths.data_dir`` when not overridden: ``$HYBRID_RETRIEVAL_DATA``, else ``{root_dir}/../shared/data`` if it
+    holds a benchmark, else the download cache if it does, else ``../shared/data`` (the config check then names
+    the missing folder and the download command)."""
+    env = os.environ.get("HYBRID_RETRIEVAL_DATA")
+    if env:
+        return str(Path(env).expanduser())
+    shared = Path(root_dir) / ".." / "shared" / "data"
+    for candidate in (shared, data_cache_dir()):
+        if any((candidate / name).is_dir() for name in BENCHMARKS):
+            return str(candidate)
+    return str(shared)

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybrid_retrieval.atomic import write_text_atomic
 from hybrid_retrieval.errors import ConfigError
-from hybrid_retrieval.paths import checkout_root, project_root
+from hybrid_retrieval.paths import checkout_root, find_data_dir, project_root
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def register_resolvers() -> None:
         ("hr_wandb_group", wandb_group),
         ("hr_wandb_name", wandb_run_name),
         ("hr_root", project_root),
+        ("hr_data_dir", find_data_dir),
         ("hr_budget_steps", budget_steps),
         ("hr_lr", scaled_lr),
         ("hr_min", lambda a, b: min(int(a), int(b))),

@@ -80,3 +80,18 @@ def test_wheel_ships_configs_license_and_console_scripts(tmp_path):
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     for script in ("hr-train", "hr-evaluate", "hr-search", "hr-export", "hr-report", "hr-inspect-data"):
         assert f"{script} = hybrid_retrieval." in text, script
+
+
+def test_every_place_states_the_same_minimum_python():
+    """setup.cfg, the README, ruff's target and environment.yml agree (the code uses 3.11 APIs: datetime.UTC)."""
+    import configparser
+    import re
+    import tomllib
+
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    assert setup["options"]["python_requires"].strip() == ">=3.11"
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["ruff"]["target-version"] == "py311"
+    assert re.search(r"^\s*- python=3\.11\b", (REPO / "environment.yml").read_text(), re.M)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "Python 3.11+" in readme and "3.10" not in readme

@@ -31,8 +31,8 @@ import numpy as np
 
 from hybrid_retrieval.atomic import atomic_directory
 from hybrid_retrieval.models.digest import tensor_digest
-from hybrid_retrieval.offline_model import cache_root
 from hybrid_retrieval.padding import length_sorted_batches, pad_batch
+from hybrid_retrieval.paths import cache_root
 
 log = logging.getLogger(__name__)
 
