@@ -103,5 +103,5 @@ def test_missing_data_names_the_download_command(tmp_path, monkeypatch):
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["+experiment=xquad_r", f"paths.data_dir={tmp_path / 'nothing'}"])
-    with pytest.raises(ConfigError, match="python -m hybrid_retrieval.data.download"):
+    with pytest.raises(ConfigError, match=r"python -m hybrid_retrieval\.data\.download"):
         validate_config(cfg)
