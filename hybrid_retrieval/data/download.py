@@ -109,7 +109,9 @@ def sha256_of(path: Path) -> str:
 
 def is_complete(folder: Path, dataset: Dataset) -> bool:
     """Every file of ``dataset`` is in ``folder`` with its published size (checksums are checked at download)."""
-    return all((folder / name).is_file() and (folder / name).stat().st_size == size for name, (_, _, size) in dataset.files.items())
+    return all(
+        (folder / name).is_file() and (folder / name).stat().st_size == size for name, (_, _, size) in dataset.files.items()
+    )
 
 
 def _fetch(url: str, out: Path, sha: str, size: int, progress: tqdm, timeout: float) -> None:
