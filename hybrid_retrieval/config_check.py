@@ -6,8 +6,10 @@ failure early, before any model or data loads, and names the config key."""
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
+import torch
 from huggingface_hub import try_to_load_from_cache
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,6 +56,15 @@ def _languages(cfg, key: str, root_key: str) -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first bad value (checked in dependency order)."""
+    seed = _get(cfg, "seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError("seed", seed, "expected a non-negative integer or null (unseeded)")
+    ckpt = _get(cfg, "ckpt_path")
+    if ckpt is not None:
+        if not Path(str(ckpt)).is_file():
+            raise ConfigError("ckpt_path", ckpt, "expected an existing checkpoint file")
+        if not zipfile.is_zipfile(str(ckpt)):
+            raise ConfigError("ckpt_path", ckpt, "not a complete PyTorch checkpoint (truncated or another format)")
     fmt = _get(cfg, "data.train.format", "lareqa")
     if fmt not in ("lareqa", "jsonl"):
         raise ConfigError("data.train.format", fmt, "expected 'lareqa' or 'jsonl'")
@@ -103,7 +114,8 @@ def validate_config(cfg: DictConfig) -> None:
         # Our manual backward passes (gradient caching) bypass Lightning's GradScaler: fp16 would step on
         # unscaled (underflowing) gradients. bf16 needs no scaler.
         raise ConfigError("trainer.precision", precision, "fp16 mixed precision is not supported; use bf16-mixed or 32-true")
-    max_epochs, max_steps = _get(cfg, "trainer.max_epochs"), _get(cfg, "trainer.max_steps", -1)
+    max_epochs = _int(cfg, "trainer.max_epochs", lo=-1, allow_none=True)
+    max_steps = _int(cfg, "trainer.max_steps", lo=-1, allow_none=True)
     if max_epochs == -1 and (max_steps is None or max_steps < 1):
         raise ConfigError("trainer.max_epochs", max_epochs, "-1 (no epoch limit) needs trainer.max_steps > 0 to end the fit")
     devices = _get(cfg, "trainer.devices", 1)
@@ -168,3 +180,51 @@ def _adhoc_callbacks(cfg: DictConfig) -> None:
 def _in_hf_cache(name: str) -> bool:
     hit = try_to_load_from_cache(name, "config.json")
     return isinstance(hit, str)
+
+
+def _device_ok(device: str) -> str | None:
+    """None if ``device`` can be used here, else why not."""
+    if device in ("auto", "cpu"):
+        return None
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        return "expected auto, cpu, cuda or cuda:N"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available on this machine (use device=cpu or auto)"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+        return None
+    if dev.type == "cpu":
+        return None
+    return "expected auto, cpu, cuda or cuda:N"
+
+
+def check_evaluate_config(cfg: DictConfig) -> None:
+    """``evaluate``'s own keys, before any model loads: one :class:`ConfigError` naming the first bad one."""
+    adhoc_root = _get(cfg, "adhoc.root")
+    if adhoc_root is not None:
+        if not (Path(str(adhoc_root)) / "corpus.jsonl").exists():
+            raise ConfigError("adhoc.root", adhoc_root, "expected a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/)")
+        _int(cfg, "adhoc.max_queries", allow_none=True)
+        _int(cfg, "adhoc.top_k", lo=100)
+    else:
+        root = _get(cfg, "data.root")
+        if root is None or not Path(str(root)).is_dir():
+            raise ConfigError(
+                "data.root", root, f"expected the benchmark folder (dataset={_get(cfg, 'dataset')}); {DOWNLOAD_HINT}"
+            )
+        _languages(cfg, "data.languages", "data.root")
+        _int(cfg, "data.max_questions", allow_none=True)
+        _int(cfg, "block")
+        _int(cfg, "run_topk", allow_none=True)
+    _int(cfg, "batch_size")
+    _int(cfg, "encoder.max_length", lo=8)
+    ckpt = _get(cfg, "ckpt_path")
+    if ckpt is not None and not Path(str(ckpt)).is_file():
+        raise ConfigError("ckpt_path", ckpt, "expected an existing checkpoint file")
+    device = str(_get(cfg, "device", "auto"))
+    why = _device_ok(device)
+    if why:
+        raise ConfigError("device", device, why)

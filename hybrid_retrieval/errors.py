@@ -28,5 +28,13 @@ class DataFormatError(UserError, ValueError):
         super().__init__(f"{file}: {item}: {expected}")
 
 
+class SamplerError(UserError, ValueError):
+    """Training data that cannot fill the batches asked for (batch size, α, languages): says what would fit."""
+
+
+class ZeroShotError(UserError, ValueError):
+    """Training data that overlaps the evaluation data (the zero-shot guard)."""
+
+
 class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit the encoder: the message names the file."""

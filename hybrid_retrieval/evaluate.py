@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -24,9 +23,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hybrid_retrieval.cli import install_hydra_error_handler, user_errors
+from hybrid_retrieval.config_check import check_evaluate_config
 from hybrid_retrieval.data.beir import load_beir
 from hybrid_retrieval.data.lareqa import load_lareqa, subsample_questions
-from hybrid_retrieval.errors import CheckpointError, DataFormatError
+from hybrid_retrieval.errors import CheckpointError
 from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, evaluate_embeddings
@@ -39,6 +40,7 @@ from hybrid_retrieval.utils import prepare_environment
 
 log = logging.getLogger(__name__)
 register_resolvers()
+install_hydra_error_handler()
 
 
 def write_matrices(out: Path, result, plot: bool = True) -> None:
@@ -225,13 +227,11 @@ def evaluate(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> float:
     prepare_environment()
-    try:
+    with user_errors():
+        check_evaluate_config(cfg)  # before any model loads
         if cfg.get("adhoc") and cfg.adhoc.get("root"):
             return float(evaluate_adhoc_dataset(cfg)["macro"]["ndcg@10"])
         summary = evaluate(cfg)
-    except DataFormatError as err:  # the user's file to fix: one line naming file, line and expectation
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     return float(summary["macro"]["multi/map"]) if not np.isnan(summary["macro"]["multi/map"]) else float("nan")
 
 

@@ -16,7 +16,17 @@ import argparse
 import json
 from pathlib import Path
 
+from hybrid_retrieval.cli import user_errors
+from hybrid_retrieval.errors import UserError
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
+
+
+def check_target(out: Path, force: bool) -> None:
+    """Refuse to mix an export into a directory holding something else (an earlier export is replaced)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "hybrid_retrieval.json").exists() and not force:
+        raise UserError(f"{out}: not empty and not an earlier export; choose another directory or pass --force")
 
 
 def export_sentence_transformers(encoder, out: str | Path) -> Path:
@@ -24,9 +34,9 @@ def export_sentence_transformers(encoder, out: str | Path) -> Path:
     try:
         from sentence_transformers import SentenceTransformer, models  # noqa: PLC0415 - optional extra (pip install .[export]): export only
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise SystemExit("export needs sentence-transformers: pip install sentence-transformers") from err
+        raise UserError("export needs sentence-transformers: pip install sentence-transformers") from err
     if not encoder.shared:
-        raise SystemExit("export: separate query and passage towers (shared=false) do not fit one sentence-transformers model")
+        raise UserError("export: separate query and passage towers (shared=false) do not fit one sentence-transformers model")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     encoder.query_model.save_pretrained(out)
@@ -58,9 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("checkpoint", help="a hybrid_retrieval Lightning checkpoint (.ckpt)")
     ap.add_argument("out", help="output directory")
     ap.add_argument("--base", help="load the base model from here instead of the recorded name (e.g. offline copy)")
+    ap.add_argument("--force", action="store_true", help="write into a non-empty directory that is not an earlier export")
     args = ap.parse_args(argv)
-    overrides = {"name": args.base} if args.base else {}
-    out = export_sentence_transformers(encoder_from_checkpoint(args.checkpoint, **overrides), args.out)
+    with user_errors():
+        out = Path(args.out)
+        check_target(out, args.force)
+        overrides = {"name": args.base} if args.base else {}
+        encoder = encoder_from_checkpoint(args.checkpoint, **overrides)  # a bad checkpoint fails before anything is written
+        out = export_sentence_transformers(encoder, out)
     print(f"exported: {out}  (SentenceTransformer('{out}').encode(texts, prompt_name='query' | 'passage'))")
 
 

@@ -10,6 +10,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from hybrid_retrieval.cli import user_errors
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.lareqa import load_lareqa
 from hybrid_retrieval.data.pairs import items_from_lareqa, load_jsonl_items
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--language-temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    with user_errors():
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     path = Path(args.train)
     if path.is_dir():
         ds = load_lareqa(path)

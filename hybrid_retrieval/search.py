@@ -25,13 +25,33 @@ from textwrap import shorten
 
 import numpy as np
 
+from hybrid_retrieval.cli import user_errors
 from hybrid_retrieval.data.beir import read_texts
+from hybrid_retrieval.errors import UserError
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
+from hybrid_retrieval.models.digest import tensor_digest
 from hybrid_retrieval.models.encoder import DualEncoder
 
 SNIPPET_CHARS = 100  # characters of a hit's text printed after its id
+
+
+def _absolute(path: str | None) -> str | None:
+    """A path as absolute if it names an existing file or folder (a hub model name stays as it is)."""
+    return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+
+def encoder_digest(encoder) -> str:
+    """Identifies the encoder's weights exactly (recorded by ``index``, compared by ``query``)."""
+    return tensor_digest(sorted(encoder.state_dict().items()))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 def load_encoder(ckpt: str | None, base: str | None = None):
@@ -73,7 +93,14 @@ def cmd_index(args) -> None:
     (out / "ids.json").write_text(json.dumps(ids))
     if args.store_texts:
         (out / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-    meta = {"encoder": encoder.init_config, "ckpt": args.ckpt, "base": args.base, "kind": args.kind, "n": len(ids)}
+    meta = {
+        "encoder": encoder.init_config,
+        "encoder_digest": encoder_digest(encoder),  # a query must use these weights
+        "ckpt": _absolute(args.ckpt),  # so the index can be queried from any directory
+        "base": _absolute(args.base),
+        "kind": args.kind,
+        "n": len(ids),
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"indexed {len(ids)} documents ({args.kind}) in {out}: encode {t_enc:.1f} s, index {t_idx:.2f} s")
 
@@ -82,8 +109,16 @@ def cmd_query(args) -> None:
     import faiss  # noqa: PLC0415 - optional at import time and slow to load (faiss-cpu): only the index paths need it
 
     folder = Path(args.index)
-    meta = json.loads((folder / "meta.json").read_text())
-    ids = json.loads((folder / "ids.json").read_text())
+    for name in ("meta.json", "ids.json", "index.faiss"):
+        if not (folder / name).is_file():
+            raise UserError(
+                f"{folder}: not an index folder (no {name}; build one with: search index --corpus ... --index {folder})"
+            )
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        ids = json.loads((folder / "ids.json").read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{folder}: meta.json / ids.json are not valid JSON ({err.msg}); rebuild the index") from None
     texts_file = folder / "texts.json"
     texts = json.loads(texts_file.read_text(encoding="utf-8")) if texts_file.exists() else None
     index = faiss.read_index(str(folder / "index.faiss"))
@@ -94,8 +129,14 @@ def cmd_query(args) -> None:
     elif args.query:
         qids, qtexts = [f"q{i + 1}" for i in range(len(args.query))], list(args.query)
     else:
-        raise SystemExit("give --query/-q TEXT or --queries FILE")
+        raise UserError("search query: give --query/-q TEXT or --queries FILE")
     encoder = load_encoder(meta["ckpt"], meta.get("base"))
+    recorded = meta.get("encoder_digest")
+    if recorded is not None and encoder_digest(encoder) != recorded:
+        raise UserError(
+            f"{folder}: built with other encoder weights than {meta['ckpt'] or 'the default encoder'} now holds "
+            "(the checkpoint or base model changed): rebuild the index"
+        )
     t0 = time.perf_counter()
     q = encode_texts(encoder, qtexts, "query", batch_size=args.batch_size).numpy()
     scores, rows = index.search(np.ascontiguousarray(q, dtype=np.float32), args.k)
@@ -126,19 +167,20 @@ def main(argv: list[str] | None = None) -> None:
     ix.add_argument("--ckpt", help="a hybrid_retrieval checkpoint (default: the untrained offline encoder)")
     ix.add_argument("--base", help="base model name/path overriding the recorded one")
     ix.add_argument("--kind", default="flat", choices=["flat", "hnsw"])
-    ix.add_argument("--hnsw-m", type=int, default=32, dest="hnsw_m")
-    ix.add_argument("--batch-size", type=int, default=128, dest="batch_size")
+    ix.add_argument("--hnsw-m", type=_positive, default=32, dest="hnsw_m")
+    ix.add_argument("--batch-size", type=_positive, default=128, dest="batch_size")
     ix.add_argument("--no-texts", action="store_false", dest="store_texts", help="do not keep the texts (hits print ids only)")
     qp = sub.add_parser("query", help="search an index")
     qp.add_argument("--index", required=True)
     qp.add_argument("-q", "--query", action="append", help="a query text (repeatable)")
     qp.add_argument("--queries", help="JSONL or TSV of queries (id, text)")
-    qp.add_argument("-k", type=int, default=10)
+    qp.add_argument("-k", type=_positive, default=10)
     qp.add_argument("--run", help="write a TREC run file instead of printing")
-    qp.add_argument("--ef-search", type=int, default=128, dest="ef_search", help="HNSW search breadth")
-    qp.add_argument("--batch-size", type=int, default=128, dest="batch_size")
+    qp.add_argument("--ef-search", type=_positive, default=128, dest="ef_search", help="HNSW search breadth")
+    qp.add_argument("--batch-size", type=_positive, default=128, dest="batch_size")
     args = ap.parse_args(argv)
-    {"index": cmd_index, "query": cmd_query}[args.cmd](args)
+    with user_errors():
+        {"index": cmd_index, "query": cmd_query}[args.cmd](args)
 
 
 if __name__ == "__main__":

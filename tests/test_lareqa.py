@@ -190,8 +190,8 @@ def test_subsample_keeps_gold_consistent(tiny_data):
             "line 1 (id a).langs.en.negatives",
             "a list of strings",
         ),
-        ([], "file", "at least one item"),
-        (["", "   "], "file", "at least one item"),
+        ([], "file", "at least one parallel item (the file has none)"),
+        (["", "   "], "file", "at least one parallel item"),
     ],
     ids=["duplicate_id", "missing_id", "negatives_not_list", "no_items", "blank_lines_only"],
 )

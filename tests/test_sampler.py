@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from hybrid_retrieval.data.sampler import HybridBatchSampler
+from hybrid_retrieval.errors import SamplerError
 
 LANGS = ["ar", "de", "en", "es", "hi"]
 
@@ -115,11 +116,21 @@ def test_refill_counts_when_pool_runs_dry():
 
 def test_too_big_batch_is_clear_error_and_small_pools_excluded(caplog):
     items = mlqa_like(50)
-    with pytest.raises(ValueError, match=r"batch_size=64 exceeds every monolingual pool: the largest is en with 50"):
+    with pytest.raises(
+        ValueError,
+        match=r"data.batch_size=64 exceeds every monolingual pool: the largest is en with 50 items \(data.batch_size <= 50 fits",
+    ):
         HybridBatchSampler(items, 64, alpha=0.5)
     s = HybridBatchSampler([["en", "de"]] * 5 + [["en", "es"]] * 20, 10, alpha=1.0)
     assert s.mono_keys == ["en", "es"]
     assert "excluded" in caplog.text
+
+
+def test_cross_lingual_batches_from_one_language_say_what_they_need():
+    with pytest.raises(
+        SamplerError, match=r"need items in 2\+ languages sharing an id; the training data has 1 language\(s\) \(en\)"
+    ):
+        HybridBatchSampler([["en"]] * 20, 4, alpha=0.0)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -24,6 +25,7 @@ from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.lareqa import DevSplit, LareqaDataset, load_lareqa, split_dev, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
 from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, sampling_record
+from hybrid_retrieval.errors import ConfigError, ZeroShotError
 from hybrid_retrieval.padding import pad_rows
 
 log = logging.getLogger(__name__)
@@ -218,20 +220,27 @@ class HybridDataModule(L.LightningDataModule):
         log.info("dev split: %s", self.dev_split.record())
         return self.dev_split.train
 
+    def _train_name(self) -> str:
+        """What the training data is called in records and messages: the benchmark, or the JSONL file's name."""
+        if self.train_cfg.get("format", "lareqa") == "jsonl":
+            return Path(str(self.train_cfg["path"])).name
+        return str(self.train_cfg.get("name") or Path(str(self.train_cfg["root"])).name)
+
     def _guard(self, name: str, target: LareqaDataset) -> None:
-        report = check_zero_shot(self.items, target, train_name=self.train_cfg.get("name", "train"))
+        report = check_zero_shot(self.items, target, train_name=self._train_name())
         self.guard_reports[name] = dict(report.counts)
         log.info("%s", report.describe())
         if report.overlaps and not self.allow_overlap:
-            raise ValueError(
-                report.describe() + "\nRefusing to train on the evaluation data (zero-shot). "
-                "Set data.allow_overlap=true to override."
+            raise ZeroShotError(
+                f"{report.summary_line()} — refusing to train on the evaluation data (zero-shot); "
+                "data.allow_overlap=true overrides"
             )
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.encoder is None:
-            raise RuntimeError("HybridDataModule.attach_encoder(model.encoder) must be called before setup")
-        if self.corpus is None:
+    def preflight(self) -> None:
+        """Everything bad data can break, before a model loads, W&B starts or anything is tokenized: parse the
+        evaluation and training data, the dev split, the zero-shot guard, and whether the sampler can fill its
+        batches. Idempotent; :meth:`setup` calls it too."""
+        if self.eval_dataset is None:
             cfg = self.eval_cfg
             self.eval_dataset = load_lareqa(cfg["root"], cfg.get("languages"), name=cfg.get("name"), strict=self.strict)
             if cfg.get("max_questions") is not None:  # 0 is rejected by the config check, never "all"
@@ -241,21 +250,42 @@ class HybridDataModule(L.LightningDataModule):
                 )
             if self.dev_cfg.get("fraction") is not None:
                 if self.train_cfg.get("format", "lareqa") != "lareqa":
-                    raise ValueError(
-                        "data.dev.fraction: a dev split is made from a LAReQA training set (data.train.format=lareqa)"
-                    )
+                    raise ConfigError("data.dev.fraction", self.dev_cfg["fraction"], "a dev split needs data.train.format=lareqa")
                 self._train_lareqa()
+        if self.items is None:
+            items = self.load_train_items()
+            self.items = items
+            self._guard("train_vs_eval", self.eval_dataset)
+            if self.dev_split is not None:
+                self._guard("train_vs_dev", self.dev_split.dev)
+            self._check_languages()
+            self._make_sampler(0, 1)  # raises SamplerError if the batches cannot be filled
+
+    def _check_languages(self) -> None:
+        """Training languages the evaluation set lacks are trained on but never scored: say so once."""
+        train_langs = sorted({lang for item in self.items for lang in item.languages})
+        target = self.dev_split.dev if self.validate_on == "dev" else self.eval_dataset
+        unscored = [lang for lang in train_langs if lang not in target.languages]
+        if unscored:
+            log.warning(
+                "training languages %s are not in the evaluation set %s (%s): they are trained on, never scored",
+                unscored,
+                target.name,
+                ", ".join(target.languages),
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.encoder is None:
+            raise RuntimeError("HybridDataModule.attach_encoder(model.encoder) must be called before setup")
+        self.preflight()
+        if self.corpus is None:
             target = self.dev_split.dev if self.validate_on == "dev" else self.eval_dataset
             self.corpus = EvalCorpus.from_dataset(target, with_context=self.with_context)
             q_ids = self.encoder.model_rows(self._tokenize(self.corpus.q_texts, "query"), "query", progress=True)
             c_ids = self.encoder.model_rows(self._tokenize(self.corpus.c_texts, "passage"), "passage", progress=True)
             self.eval_ids = q_ids + c_ids
             self.n_eval_queries = len(q_ids)
-        if stage in (None, "fit") and self.items is None:
-            self.items = self.load_train_items()
-            self._guard("train_vs_eval", self.eval_dataset)
-            if self.dev_split is not None:
-                self._guard("train_vs_dev", self.dev_split.dev)
+        if stage in (None, "fit") and not self.tokenized:
             self.tokenized = []
             text_keys: dict[str, int] = {}  # passage text -> key, in item order: the same on every rank
 

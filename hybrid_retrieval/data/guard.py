@@ -35,6 +35,11 @@ class OverlapReport:
     def overlaps(self) -> bool:
         return any(self.counts.values())
 
+    def summary_line(self) -> str:
+        """The overlaps in one line (for an error message)."""
+        found = [f"{key} {n}" + (f" (e.g. {self.examples[key][:2]})" if n else "") for key, n in self.counts.items() if n]
+        return f"zero-shot guard: train={self.train_name} overlaps eval={self.eval_name}: " + "; ".join(found)
+
     def describe(self) -> str:
         lines = [f"zero-shot guard: train={self.train_name} vs eval={self.eval_name}"]
         for key, n in self.counts.items():

@@ -86,11 +86,15 @@ def load_jsonl_items(path: str | Path, languages: list[str] | None = None) -> li
         raise DataFormatError(path, "file", "an existing JSONL file of parallel items")
     items: list[ParallelItem] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            where = f"line {line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(path, where, f"UTF-8 text (byte {err.start} of the line is not)") from None
             if not line.strip():
                 continue
-            where = f"line {line_no}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
@@ -120,5 +124,6 @@ def load_jsonl_items(path: str | Path, languages: list[str] | None = None) -> li
             if views:
                 items.append(ParallelItem(item_id, views, str(obj.get("title", ""))))
     if not items:
-        raise DataFormatError(path, "file", f"at least one item with a language in {languages}")
+        wanted = f" with a language in {list(languages)}" if languages is not None else ""
+        raise DataFormatError(path, "file", f"at least one parallel item{wanted} (the file has none)")
     return items

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hybrid_retrieval.errors import SamplerError
+
 log = logging.getLogger(__name__)
 
 
@@ -145,23 +147,38 @@ class HybridBatchSampler:
                 log.warning(
                     "only %d items have 2+ languages: per-example cross batches of %d impossible", len(self.multi), batch_size
                 )
+        if not self.n_items:
+            raise SamplerError(f"no training item has a language in {self.languages}: nothing to sample")
         if alpha > 0 and not self.mono_keys:
-            raise ValueError(self._too_big("monolingual", self.mono))
+            raise SamplerError(self._too_big("monolingual", self.mono))
         if alpha < 1 and not self.cross_keys:
-            raise ValueError(self._too_big("cross-lingual", self.cross))
+            raise SamplerError(self._too_big("cross-lingual", self.cross))
         self.num_batches = batches_per_epoch or max(1, math.ceil(self.n_items / batch_size))
 
     def _too_big(self, kind: str, pools: dict) -> str:
-        best = max(pools.items(), key=lambda kv: len(kv[1]), default=(None, []))
+        alpha = f"data.sampler.alpha={self.alpha:g}"
+        if kind == "cross-lingual" and not any(len(m) for m in pools.values()):
+            return (
+                f"{alpha} asks for cross-lingual batches, which need items in 2+ languages sharing an id; the training "
+                f"data has {len(self.languages)} language(s) ({', '.join(self.languages)}) and no such item: use "
+                "data.sampler.alpha=1 (monolingual only) or parallel data"
+            )
+        best = max(pools.items(), key=lambda kv: len(kv[1]))
+        name = "-".join(best[0]) if isinstance(best[0], tuple) else best[0]
         hint = ""
         if kind == "cross-lingual" and self.cross_mode == "batch" and len(self.multi) >= self.batch_size:
             hint = (
                 f" data.sampler.cross_mode=example draws a pair per example from the {len(self.multi)} items "
                 "with 2+ languages and fits."
             )
+        need = (
+            f"data.batch_size={self.batch_size}"
+            if self.min_pool == self.batch_size
+            else f"max(data.batch_size, data.sampler.min_pool)={self.min_pool}"
+        )
         return (
-            f"batch_size={self.batch_size} exceeds every {kind} pool: the largest is {best[0]} with "
-            f"{len(best[1])} items. Lower data.batch_size or change data.sampler.alpha.{hint}"
+            f"{need} exceeds every {kind} pool: the largest is {name} with {len(best[1])} items "
+            f"(data.batch_size <= {len(best[1])} fits, or change data.sampler.alpha).{hint}"
         )
 
     def _feasible(self, pools: dict, temperature: float, what: str) -> tuple[list, np.ndarray]:

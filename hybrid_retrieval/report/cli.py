@@ -21,14 +21,39 @@ from pathlib import Path
 
 import pandas as pd
 
-from hybrid_retrieval.report.collect import collect
+from hybrid_retrieval.cli import user_errors
+from hybrid_retrieval.errors import DataFormatError
+from hybrid_retrieval.report.collect import collect, read_json
 from hybrid_retrieval.report.markdown import study_report, write_markdown
 from hybrid_retrieval.report.plots import plot_curves, plot_pair_deltas
 from hybrid_retrieval.report.stats import summarise
 
+REQUIRED_CSV_COLUMNS = ("status", "alpha", "batch_size")
+
+
+def read_sweep_csv(path: Path) -> pd.DataFrame:
+    """A sweep.csv written earlier; a missing file or missing columns is a :class:`DataFormatError` naming them."""
+    if not path.is_file():
+        raise DataFormatError(path, "file", "an existing sweep CSV (written by an earlier report)")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataFormatError(path, "file", f"a CSV file ({str(err).splitlines()[0]})") from None
+    missing = [c for c in REQUIRED_CSV_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataFormatError(path, "header", f"the columns {', '.join(REQUIRED_CSV_COLUMNS)} (missing: {', '.join(missing)})")
+    return df
+
 
 def main(argv: list[str] | None = None, side_analyses: tuple = ()) -> None:
     """The command line; ``side_analyses`` (for --records) are a study's own sections (see ``study_report``)."""
+    ap = _parser()
+    args = ap.parse_args(argv)
+    with user_errors():
+        _run(ap, args, side_analyses)
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dir", nargs="?", help="a multirun directory (logs/<task>/multiruns/<time>)")
     ap.add_argument("--csv", help="re-create the report from a tidy CSV written earlier")
@@ -44,12 +69,20 @@ def main(argv: list[str] | None = None, side_analyses: tuple = ()) -> None:
     ap.add_argument("--side-records", nargs="*", default=[], help="record folders shown as side rows only (with --records)")
     ap.add_argument("--alphas", default="0,0.5,1")
     ap.add_argument("--seeds", default="0,1,2")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, side_analyses: tuple) -> None:
+    for given in [*(args.baseline or []), *([args.records] if args.records else []), *args.side_records]:
+        if not Path(given).exists():
+            raise DataFormatError(given, "path", "an existing file or folder")
     if args.records:
+        if not Path(args.records).is_dir():
+            raise DataFormatError(args.records, "path", "a folder of job records (*.json)")
         expect = {(t, e): [int(b) for b in bs.split(",")] for t, e, bs in (x.split(":") for x in args.expect)}
         baselines = {}
         for path in args.baseline or []:
-            src = json.loads(Path(path).read_text())
+            src = read_json(Path(path))
             baselines[src.get("dataset", Path(path).parent.name)] = src.get("macro", src)
         out = Path(args.out or args.records)
         report = study_report(
@@ -70,20 +103,22 @@ def main(argv: list[str] | None = None, side_analyses: tuple = ()) -> None:
     args.baseline = args.baseline[0] if args.baseline else None
     sweep_dir = Path(args.sweep_dir) if args.sweep_dir else None
     if sweep_dir:
+        if not sweep_dir.is_dir():
+            raise DataFormatError(sweep_dir, "path", "a multirun directory (logs/<task>/multiruns/<time>)")
         df, pairs = collect(sweep_dir)
     else:
-        df = pd.read_csv(args.csv)
+        df = read_sweep_csv(Path(args.csv))
         pairs_csv = Path(args.csv).with_name("pairs.csv")
         pairs = pd.read_csv(pairs_csv) if pairs_csv.exists() else None
     out = Path(args.out) if args.out else (sweep_dir or Path(args.csv).parent)
     out.mkdir(parents=True, exist_ok=True)
     baseline = None
     if args.baseline:
-        src = json.loads(Path(args.baseline).read_text())
+        src = read_json(Path(args.baseline))
         baseline = src.get("macro", src)  # evaluate's summary.json, or a baseline.json written here
         (out / "baseline.json").write_text(json.dumps(baseline, indent=1))
     elif args.csv and Path(args.csv).with_name("baseline.json").exists():
-        baseline = json.loads(Path(args.csv).with_name("baseline.json").read_text())
+        baseline = read_json(Path(args.csv).with_name("baseline.json"))
         if out.resolve() != Path(args.csv).parent.resolve():
             (out / "baseline.json").write_text(json.dumps(baseline, indent=1))
     if sweep_dir:

@@ -8,8 +8,23 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from hybrid_retrieval.errors import DataFormatError
+
 METRICS = ["mono/map", "cross/map", "multi/map", "multi/rank_distance", "mono/r@1", "cross/r@1", "multi/hit@1", "cross/r@10"]
 PAIR_METRICS = ["map", "map@20", "r@1", "r@10"]
+
+
+def read_json(path: Path) -> dict:
+    """A job's JSON file; a corrupt or unreadable one is a :class:`DataFormatError` naming it."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(path, f"line {err.lineno}", f"valid JSON ({err.msg}); rerun the job or delete the file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataFormatError(path, "file", f"a readable UTF-8 JSON file ({err})") from None
+    if not isinstance(value, dict):
+        raise DataFormatError(path, "file", "a JSON object")
+    return value
 
 
 def _cfg(job: Path) -> dict:
@@ -32,14 +47,14 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             "eval": (data.get("eval") or {}).get("name"),
         }
         if (job / "final_metrics.json").exists():
-            fm = json.loads((job / "final_metrics.json").read_text())
+            fm = read_json(job / "final_metrics.json")
             row.update(status="ok", steps=fm.get("global_step"), wall_time_s=fm.get("wall_time_s"))
             for m in METRICS:
                 row[m] = fm["metrics"].get(f"val/{m}")
             evals = sorted((job / "eval").glob("epoch*.json"))
             row["eval_json"] = str(evals[-1].relative_to(sweep_dir)) if evals else None
             if evals:
-                ev = json.loads(evals[-1].read_text())
+                ev = read_json(evals[-1])
                 for x in ev["languages"]:
                     for y in ev["languages"]:
                         pair = {k: row[k] for k in ("job", "batch_size", "alpha", "seed")}
@@ -47,7 +62,7 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                         pair.update({m: ev["metrics"].get(f"{x}-{y}/{m}") for m in PAIR_METRICS})
                         pair_rows.append(pair)
         elif (job / "FAILED.json").exists():
-            row.update(status="failed", error=json.loads((job / "FAILED.json").read_text())["error"])
+            row.update(status="failed", error=read_json(job / "FAILED.json").get("error", "?"))
         else:
             row.update(status="incomplete", error="no result yet (still running, or killed)")
         rows.append(row)
@@ -63,7 +78,7 @@ def collect_records(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     the configuration, what the sampler really did and the metrics, so the report needs no run directory."""
     rows, pair_rows = [], []
     for path in sorted(Path(results_dir).glob("*.json")):
-        rec = json.loads(path.read_text())
+        rec = read_json(path)
         if "status" not in rec:
             continue
         row = {"job": rec.get("job", path.stem), "status": rec["status"]}
