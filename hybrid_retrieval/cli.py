@@ -10,11 +10,14 @@ unavailable devices.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from hydra import errors as hydra_errors
 from omegaconf import errors as omegaconf_errors
@@ -93,9 +96,16 @@ def exit_on_user_error(error: BaseException) -> None:
     fail(message)
 
 
+def remove_unused_run_dir(out: Path) -> None:
+    """A run that failed before doing anything leaves nothing behind: remove its directory if it holds only what
+    Hydra put there (``.hydra/``, the job's ``.log``) or a failure marker."""
+    if out.is_dir() and all(p.name in (".hydra", "FAILED.json", "SKIPPED") or p.suffix == ".log" for p in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Around an argparse command's body: user errors become one line and exit code 2."""
+def user_errors(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+    """Around a command's body: user errors become one line and exit code 2 (``cleanup`` runs first)."""
     try:
         yield
     except Exception as error:
@@ -105,6 +115,8 @@ def user_errors() -> Iterator[None]:
         if message is None:
             raise
         _to_log_files(error)
+        if cleanup is not None:
+            cleanup()
         fail(message)
 
 
@@ -136,3 +148,10 @@ def install_hydra_error_handler() -> None:
 
     run_and_report.__wrapped_original__ = original
     hydra_utils.run_and_report = run_and_report
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the same one-line errors (``error: prog: message (see --help)``, exit 2) as every command."""
+
+    def error(self, message: str):
+        fail(f"{self.prog}: {message} (see --help)")

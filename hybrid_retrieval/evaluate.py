@@ -23,7 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_retrieval.cli import install_hydra_error_handler, user_errors
+from hybrid_retrieval.cli import install_hydra_error_handler, remove_unused_run_dir, user_errors
 from hybrid_retrieval.config_check import check_evaluate_config
 from hybrid_retrieval.data.beir import load_beir
 from hybrid_retrieval.data.lareqa import load_lareqa, subsample_questions
@@ -227,7 +227,7 @@ def evaluate(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> float:
     prepare_environment()
-    with user_errors():
+    with user_errors(cleanup=lambda: remove_unused_run_dir(Path(cfg.paths.output_dir))):
         check_evaluate_config(cfg)  # before any model loads
         if cfg.get("adhoc") and cfg.adhoc.get("root"):
             return float(evaluate_adhoc_dataset(cfg)["macro"]["ndcg@10"])

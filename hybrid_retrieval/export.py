@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hybrid_retrieval.cli import user_errors
+from hybrid_retrieval.cli import ArgumentParser, user_errors
 from hybrid_retrieval.errors import UserError
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
 
@@ -64,7 +64,7 @@ def export_sentence_transformers(encoder, out: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="hybrid_retrieval.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="a hybrid_retrieval Lightning checkpoint (.ckpt)")
     ap.add_argument("out", help="output directory")
     ap.add_argument("--base", help="load the base model from here instead of the recorded name (e.g. offline copy)")

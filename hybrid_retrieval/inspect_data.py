@@ -7,10 +7,12 @@ python -m hybrid_retrieval.inspect_data --train ../shared/data/mlqa-r --eval ../
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from collections import Counter
 from pathlib import Path
 
-from hybrid_retrieval.cli import user_errors
+from hybrid_retrieval.cli import ArgumentParser, user_errors
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.lareqa import load_lareqa
 from hybrid_retrieval.data.pairs import items_from_lareqa, load_jsonl_items
@@ -47,7 +49,9 @@ def sampler_report(item_langs, batch_size: int, alpha: float, epochs: int, **kw)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(
+        prog="hybrid_retrieval.inspect_data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--train", required=True, help="LAReQA directory or JSONL file of parallel items")
     ap.add_argument("--eval", help="LAReQA directory to check zero-shot overlap against")
     ap.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.5, 1.0])
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--language-temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")  # stderr: errors only
     with user_errors():
         _run(args)
 

@@ -25,7 +25,7 @@ from textwrap import shorten
 
 import numpy as np
 
-from hybrid_retrieval.cli import user_errors
+from hybrid_retrieval.cli import ArgumentParser, user_errors
 from hybrid_retrieval.data.beir import read_texts
 from hybrid_retrieval.errors import UserError
 from hybrid_retrieval.evaluation.encode import encode_texts
@@ -159,7 +159,7 @@ def cmd_query(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="hybrid_retrieval.search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     ix = sub.add_parser("index", help="encode a corpus and save a faiss index")
     ix.add_argument("--corpus", required=True, help="JSONL (id, text[, title]) or TSV (id, text[, title])")

@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybrid_retrieval import sweeps
 from hybrid_retrieval.callbacks import LareqaEvaluator
-from hybrid_retrieval.cli import exit_on_user_error, install_hydra_error_handler
+from hybrid_retrieval.cli import exit_on_user_error, install_hydra_error_handler, remove_unused_run_dir, user_message
 from hybrid_retrieval.config_check import validate_config
-from hybrid_retrieval.errors import ConfigError, UserError
+from hybrid_retrieval.errors import ConfigError
 from hybrid_retrieval.paths import CONFIG_DIR
 from hybrid_retrieval.sweeps import register_resolvers
 from hybrid_retrieval.utils import (
@@ -63,13 +63,13 @@ def train(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     datamodule = instantiate(cfg.data)
     datamodule.preflight()  # bad data fails here, in seconds: before the model loads or W&B starts
+    loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)  # Lightning checks its arguments
     if cfg.get("seed") is not None:  # the model draws from the same generator state as without the preflight
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = instantiate(cfg.model)
     datamodule.attach_encoder(model.encoder)
-    loggers = instantiate_loggers(cfg.get("logger"))
-    callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "code_commit": commit, "job_key": key})
     define_wandb_summaries(loggers)
@@ -174,23 +174,17 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _remove_unused_run_dir(out: Path) -> None:
-    """A single run that failed before training leaves nothing behind: its directory holds only Hydra's files."""
-    if out.is_dir() and all(p.name in (".hydra", "train.log", "FAILED.json", "SKIPPED") for p in out.iterdir()):
-        shutil.rmtree(out, ignore_errors=True)
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     prepare_environment()
     try:
         return train(cfg)
     except Exception as err:
-        if isinstance(err, UserError) and (isinstance(err, ConfigError) or not _is_multirun()):
+        if user_message(err) is not None and (isinstance(err, ConfigError) or not _is_multirun()):
             # The user's to fix: one line (hybrid_retrieval.cli), nothing recorded; a bad config value is the same
             # in every job of a sweep, so it stops the sweep.
             if not _is_multirun():
-                _remove_unused_run_dir(Path(cfg.paths.output_dir))
+                remove_unused_run_dir(Path(cfg.paths.output_dir))
             exit_on_user_error(err)
         # In a sweep one failed job (say, an impossible batch size) must not take the others down:
         # record it for `report` and let Hydra go on with the next job.

@@ -64,15 +64,19 @@ def test_a_corrupt_file_is_a_clear_error_and_nothing_is_kept(mirror, tmp_path, c
     bad.unlink()
     bad.write_bytes((SHARED / "xquad-r" / "de.json").read_bytes()[:-10] + b"tampered!!")
     dest = tmp_path / "data"
-    assert dl.main(["xquad-r", "--dest", str(dest), "--base-url", url]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        dl.main(["xquad-r", "--dest", str(dest), "--base-url", url])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: http://127.0.0.1") and "de.json: checksum mismatch" in err[0]
     assert not dest.exists() or list(dest.iterdir()) == []  # no half-written dataset, no temporary
 
 
 def test_an_unreachable_server_and_an_unknown_name_are_one_line_each(tmp_path, capsys):
-    assert dl.main(["xquad-r", "--dest", str(tmp_path), "--base-url", "http://127.0.0.1:9"]) == 2
-    assert dl.main(["squad", "--dest", str(tmp_path)]) == 2
+    for argv in (["xquad-r", "--dest", str(tmp_path), "--base-url", "http://127.0.0.1:9"], ["squad", "--dest", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exit_:
+            dl.main(argv)
+        assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "download failed" in err[0] and "unknown dataset 'squad'" in err[1]
     assert list(tmp_path.iterdir()) == []

@@ -97,8 +97,9 @@ def test_debug_fast_dev_run_evaluates(tiny_data, tiny_model_dir, tmp_path):
 def test_zero_shot_guard_refuses_same_benchmark(tiny_data, tiny_model_dir, tmp_path):
     _, evald = tiny_data
     args = [*tiny_overrides(tiny_data, tiny_model_dir, tmp_path / "run"), f"data.train.root={evald}", "logger=none"]
-    with pytest.raises(AssertionError, match="Refusing to train on the evaluation data"):
-        run_cli(args, tmp_path)
+    proc = run_cli(args, tmp_path, check=False)
+    assert proc.returncode == 2 and "refusing to train on the evaluation data (zero-shot)" in proc.stderr
+    assert not (tmp_path / "run").exists()  # failed before training: nothing left behind
 
 
 @pytest.mark.slow

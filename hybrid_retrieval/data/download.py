@@ -27,6 +27,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from hybrid_retrieval.atomic import atomic_directory
+from hybrid_retrieval.cli import ArgumentParser, user_errors
 from hybrid_retrieval.errors import UserError
 from hybrid_retrieval.paths import data_cache_dir
 
@@ -160,20 +161,19 @@ def download(name: str, dest: Path, base_url: str = BASE_URL, force: bool = Fals
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(
+        prog="hybrid_retrieval.data.download", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("datasets", nargs="*", help=f"any of {', '.join(DATASETS)} (default: both)")
     ap.add_argument("--dest", type=Path, default=None, help=f"target folder (default: {data_cache_dir()})")
     ap.add_argument("--base-url", default=BASE_URL, help="a mirror laid out as <commit>/<path in the repository>")
     ap.add_argument("--force", action="store_true", help="download again even if a complete copy is there")
     args = ap.parse_args(argv)
     dest = args.dest if args.dest is not None else data_cache_dir()
-    try:
+    with user_errors():
         for name in args.datasets or list(DATASETS):
             path = download(name, dest, args.base_url, force=args.force)
             print(f"{name}: {path} ({len(DATASETS[name].files)} files verified; license {DATASETS[name].license})")
-    except DownloadError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     if args.dest is not None and dest.resolve() != data_cache_dir().resolve():
         print(f"use it with: paths.data_dir={dest}  (or export HYBRID_RETRIEVAL_DATA={dest})")
     return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hybrid_retrieval.cli import user_errors
+from hybrid_retrieval.cli import ArgumentParser, user_errors
 from hybrid_retrieval.errors import DataFormatError
 from hybrid_retrieval.report.collect import collect, read_json
 from hybrid_retrieval.report.markdown import study_report, write_markdown
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None, side_analyses: tuple = ()) -> None:
         _run(ap, args, side_analyses)
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> ArgumentParser:
+    ap = ArgumentParser(prog="hybrid_retrieval.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dir", nargs="?", help="a multirun directory (logs/<task>/multiruns/<time>)")
     ap.add_argument("--csv", help="re-create the report from a tidy CSV written earlier")
     ap.add_argument("--out", help="output folder (default: the sweep directory)")
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, side_analyses: tuple) -> None:
+def _run(ap: ArgumentParser, args: argparse.Namespace, side_analyses: tuple) -> None:
     for given in [*(args.baseline or []), *([args.records] if args.records else []), *args.side_records]:
         if not Path(given).exists():
             raise DataFormatError(given, "path", "an existing file or folder")
