@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_retrieval import sweeps
@@ -179,6 +181,13 @@ def main(cfg: DictConfig) -> float | None:
     prepare_environment()
     try:
         return train(cfg)
+    except SIGTERMException:
+        out = Path(cfg.paths.output_dir)
+        print(
+            f"stopped by SIGTERM: resume with the same command and resume=true ({out / 'checkpoints' / 'last.ckpt'})",
+            file=sys.stderr,
+        )
+        sys.exit(143)  # 128 + SIGTERM, as a process killed by the signal
     except Exception as err:
         if user_message(err) is not None and (isinstance(err, ConfigError) or not _is_multirun()):
             # The user's to fix: one line (hybrid_retrieval.cli), nothing recorded; a bad config value is the same

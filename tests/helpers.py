@@ -117,3 +117,20 @@ class KillDuringSave:
                 super().save_checkpoint(checkpoint, path, storage_options)
 
         return _IO()
+
+
+class SigtermAtStep(L.Callback):
+    """Send SIGTERM to this process when training step ``step`` starts (as SLURM does on pre-emption), once:
+    ``once_file`` is created first and records the time the signal was sent."""
+
+    def __init__(self, step: int, once_file: str):
+        self.step, self.once_file = step, once_file
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step != self.step or os.path.exists(self.once_file):
+            return
+        import time
+
+        with open(self.once_file, "w") as fh:
+            fh.write(str(time.time()))
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -82,3 +82,27 @@ def test_corpus_errors_name_file_and_line(tmp_path, name, content, where, expect
     with pytest.raises(DataFormatError) as err:
         read_texts(path)
     assert err.value.item == where and expected in err.value.expected
+
+
+def test_an_index_built_with_relative_paths_answers_from_any_directory(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    import shutil
+
+    here = tmp_path / "project"
+    shutil.copytree(tiny_model_dir, here / "models" / "tiny")
+    (here / "docs.tsv").write_text("".join(f"d{i}\tword{i} text number {i}\n" for i in range(20)), encoding="utf-8")
+    monkeypatch.chdir(here)
+    main(["index", "--corpus", "docs.tsv", "--index", "ix", "--base", "models/tiny"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    main(["query", "--index", str(here / "ix"), "-q", "word3 text", "-k", "2"])
+    assert "[q1] word3 text" in capsys.readouterr().out
+    # an index answers only with the weights it was built with
+    meta_path = here / "ix" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["encoder_digest"] = "0" * 32
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(SystemExit) as exit_:
+        main(["query", "--index", str(here / "ix"), "-q", "word3 text"])
+    assert exit_.value.code == 2 and "rebuild the index" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,37 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_data, tiny_model_di
     for key in ("val/mono/map", "val/cross/map", "val/multi/map", "val/multi/rank_distance", "train/loss", "train/temperature"):
         assert abs(resumed["metrics"][key] - clean["metrics"][key]) <= 1e-6, (key, resumed["metrics"][key], clean["metrics"][key])
     for key in ("val/multi/map_best", "val/cross/map_best", "val/multi/rank_distance_best"):  # best over BOTH epochs
+        assert abs(resumed["metrics"][key] - clean["metrics"][key]) <= 1e-6, (key, resumed["metrics"][key], clean["metrics"][key])
+
+
+def test_sigterm_saves_a_resume_checkpoint_and_the_requeued_run_matches(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
+    """SIGTERM during step 6 (as SLURM pre-empts): the step finishes, a resume checkpoint is saved, exit 143 within
+    30 s; the same command with resume=true ends where an uninterrupted run ends."""
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    common = ["logger=none", "trainer.deterministic=true", "trainer.max_epochs=2", "data.sampler.batches_per_epoch=4"]
+    common += ["callbacks.resume_checkpoint.every_n_train_steps=100"]  # no periodic checkpoint: only the SIGTERM one
+    clean_dir, stopped_dir = tmp_path / "clean", tmp_path / "stopped"
+    run_cli([*tiny_overrides(tiny_data, tiny_model_dir, clean_dir), *common], tmp_path)
+    sent = tmp_path / "sigterm_sent"
+    args = [*tiny_overrides(tiny_data, tiny_model_dir, stopped_dir), *common]
+    extra = [
+        "+callbacks.term._target_=tests.helpers.SigtermAtStep",
+        "+callbacks.term.step=5",
+        f"+callbacks.term.once_file={sent}",
+    ]
+    proc = run_cli([*args, *extra], tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    ended = time.time()
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert ended - float(sent.read_text()) < 30
+    assert "resume=true" in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
+    assert (stopped_dir / "checkpoints" / "last.ckpt").resolve().name == "resume-step6.ckpt"
+    assert not (stopped_dir / "final_metrics.json").exists()
+    proc = run_cli([*args, "resume=true"], tmp_path)
+    assert "resume-step6.ckpt" in proc.stdout + proc.stderr
+    clean = json.loads((clean_dir / "final_metrics.json").read_text())
+    resumed = json.loads((stopped_dir / "final_metrics.json").read_text())
+    assert resumed["global_step"] == clean["global_step"] == 8
+    for key in ("val/mono/map", "val/cross/map", "val/multi/map", "val/multi/rank_distance", "train/loss", "val/multi/map_best"):
         assert abs(resumed["metrics"][key] - clean["metrics"][key]) <= 1e-6, (key, resumed["metrics"][key], clean["metrics"][key])
 
 
