@@ -30,11 +30,6 @@ from hybrid_retrieval.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 
-#: Languages of the two benchmarks, as published.
-XQUAD_R_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
-MLQA_R_LANGUAGES = ("ar", "de", "en", "es", "hi", "vi", "zh")
-KNOWN_DATASETS = {"xquad-r": XQUAD_R_LANGUAGES, "mlqa-r": MLQA_R_LANGUAGES}
-
 
 @dataclass(frozen=True)
 class Question:
