@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 def _flatten(*parts: object) -> str:
     lines = []
     for part in parts:
-        for line in str(part).splitlines():
+        text = str(part).split("Config search path:")[0]  # Hydra's list of where it looked: not for the user
+        for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith(_NOISE) and line not in lines:
                 lines.append(line)

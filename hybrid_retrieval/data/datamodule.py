@@ -224,7 +224,7 @@ class HybridDataModule(L.LightningDataModule):
         """What the training data is called in records and messages: the benchmark, or the JSONL file's name."""
         if self.train_cfg.get("format", "lareqa") == "jsonl":
             return Path(str(self.train_cfg["path"])).name
-        return str(self.train_cfg.get("name") or Path(str(self.train_cfg["root"])).name)
+        return Path(str(self.train_cfg["root"])).name  # the folder trained on (data.train.name may be stale)
 
     def _guard(self, name: str, target: LareqaDataset) -> None:
         report = check_zero_shot(self.items, target, train_name=self._train_name())

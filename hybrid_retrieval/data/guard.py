@@ -37,7 +37,7 @@ class OverlapReport:
 
     def summary_line(self) -> str:
         """The overlaps in one line (for an error message)."""
-        found = [f"{key} {n}" + (f" (e.g. {self.examples[key][:2]})" if n else "") for key, n in self.counts.items() if n]
+        found = [f"{key} {n} (e.g. {str(self.examples[key][0])[:40]!r})" for key, n in self.counts.items() if n]
         return f"zero-shot guard: train={self.train_name} overlaps eval={self.eval_name}: " + "; ".join(found)
 
     def describe(self) -> str:

@@ -24,7 +24,8 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises RuntimeError / UnpicklingError / EOFError for broken files
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from None
+        first = str(error).split(". ")[0].strip()  # torch appends a paragraph of advice
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or another format: {first})") from None
 
 
 def check_frozen_prefix(checkpoint: dict, state: dict[str, torch.Tensor], prefix: str, where: str) -> list[str]:
