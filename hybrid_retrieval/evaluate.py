@@ -31,6 +31,7 @@ from hybrid_retrieval.errors import CheckpointError
 from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, evaluate_embeddings
+from hybrid_retrieval.evaluation.shards import encode_to_shards
 from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint, load_checkpoint_into
 from hybrid_retrieval.paths import CONFIG_DIR
@@ -133,13 +134,24 @@ def evaluate_adhoc_dataset(cfg: DictConfig) -> dict:
     device = _device(cfg)
     a = cfg.adhoc
     timings: dict[str, float] = {}
-    with _timed(timings, "load_model_s"):
-        encoder = load_eval_encoder(cfg, device)
-    with _timed(timings, "load_data_s"):
+    with _timed(timings, "load_data_s"):  # the data first: a bad file fails before the model loads
         ds = load_beir(a.root, a.split, name=a.get("name"), max_queries=a.get("max_queries"))
     log.info("%s", ds.summary())
+    with _timed(timings, "load_model_s"):
+        encoder = load_eval_encoder(cfg, device)
     with _timed(timings, "encode_s"):
-        q_emb, d_emb = _encode_both(cfg, encoder, device, ds.query_texts, ds.doc_texts, ("queries", "documents"))
+        q_emb = encode_texts(encoder, ds.query_texts, "query", batch_size=cfg.batch_size, device=device, progress=True)
+        # documents in resumable fp16 shards on disk: bounded memory at any corpus size; a fixed
+        # adhoc.embeddings_dir lets a killed encode resume at its last finished shard
+        d_emb = encode_to_shards(
+            encoder,
+            ds.doc_texts,
+            "passage",
+            a.get("embeddings_dir") or out / "doc_embeddings",
+            shard_size=int(a.get("shard_size") or 50_000),
+            batch_size=cfg.batch_size,
+            device=device,
+        )
     with _timed(timings, "search_and_metrics_s"):
         result = evaluate_adhoc(
             ds.query_ids,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from hybrid_retrieval.cli import ArgumentParser, user_errors
 from hybrid_retrieval.data.beir import read_texts
 from hybrid_retrieval.errors import UserError
 from hybrid_retrieval.evaluation.encode import encode_texts
+from hybrid_retrieval.evaluation.shards import ShardedEmbeddings, encode_to_shards
 from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
 from hybrid_retrieval.models.digest import tensor_digest
@@ -60,11 +62,12 @@ def load_encoder(ckpt: str | None, base: str | None = None):
     return DualEncoder(**({"name": base} if base else {})).eval()
 
 
-def build_index(emb: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ef_construction: int = 200):
-    """A faiss inner-product index over (n, dim) float32 embeddings."""
+def build_index(emb, kind: str = "flat", hnsw_m: int = 32, ef_construction: int = 200):
+    """A faiss inner-product index over (n, dim) embeddings: an array, or sharded embeddings (added shard by shard,
+    so only one shard is ever held as float32 besides the index)."""
     import faiss  # noqa: PLC0415 - optional at import time and slow to load (faiss-cpu): only the index paths need it
 
-    dim = emb.shape[1]
+    dim = emb.dim if isinstance(emb, ShardedEmbeddings) else emb.shape[1]
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
@@ -72,7 +75,9 @@ def build_index(emb: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ef_constr
         index.hnsw.efConstruction = ef_construction
     else:
         raise ValueError(f"--kind {kind!r}: expected 'flat' or 'hnsw'")
-    index.add(np.ascontiguousarray(emb, dtype=np.float32))
+    parts = (s for _, s in emb.shards()) if isinstance(emb, ShardedEmbeddings) else [emb]
+    for part in parts:
+        index.add(np.ascontiguousarray(part, dtype=np.float32))
     return index
 
 
@@ -81,14 +86,14 @@ def cmd_index(args) -> None:
 
     ids, texts = read_texts(args.corpus)
     encoder = load_encoder(args.ckpt, args.base)
+    out = Path(args.index)
     t0 = time.perf_counter()
-    emb = encode_texts(encoder, texts, "passage", batch_size=args.batch_size, progress=True).numpy()
+    # resumable fp16 shards under the index folder: a killed run of the same command continues where it stopped
+    emb = encode_to_shards(encoder, texts, "passage", out / "shards", shard_size=args.shard_size, batch_size=args.batch_size)
     t_enc = time.perf_counter() - t0
     t0 = time.perf_counter()
     index = build_index(emb, args.kind, args.hnsw_m)
     t_idx = time.perf_counter() - t0
-    out = Path(args.index)
-    out.mkdir(parents=True, exist_ok=True)
     faiss.write_index(index, str(out / "index.faiss"))
     (out / "ids.json").write_text(json.dumps(ids))
     if args.store_texts:
@@ -102,6 +107,8 @@ def cmd_index(args) -> None:
         "n": len(ids),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    if not args.keep_shards:
+        shutil.rmtree(out / "shards", ignore_errors=True)
     print(f"indexed {len(ids)} documents ({args.kind}) in {out}: encode {t_enc:.1f} s, index {t_idx:.2f} s")
 
 
@@ -169,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     ix.add_argument("--kind", default="flat", choices=["flat", "hnsw"])
     ix.add_argument("--hnsw-m", type=_positive, default=32, dest="hnsw_m")
     ix.add_argument("--batch-size", type=_positive, default=128, dest="batch_size")
+    ix.add_argument("--shard-size", type=_positive, default=50_000, dest="shard_size", help="texts per resumable shard")
+    ix.add_argument("--keep-shards", action="store_true", help="keep the fp16 embedding shards after the index is built")
     ix.add_argument("--no-texts", action="store_false", dest="store_texts", help="do not keep the texts (hits print ids only)")
     qp = sub.add_parser("query", help="search an index")
     qp.add_argument("--index", required=True)

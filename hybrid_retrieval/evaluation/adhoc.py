@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hybrid_retrieval.evaluation.shards import ShardedEmbeddings
+
 ADHOC_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
@@ -59,7 +61,7 @@ def evaluate_adhoc(
     doc_ids: list[str],
     qrels: dict[str, dict[str, int]],
     q_emb: torch.Tensor | np.ndarray,
-    d_emb: torch.Tensor | np.ndarray,
+    d_emb,  # (n_docs, dim) tensor / array, or evaluation.shards.ShardedEmbeddings
     top_k: int = 100,
     ignore_identical_ids: bool = False,
 ) -> AdhocResult:
@@ -70,7 +72,12 @@ def evaluate_adhoc(
     """
     if top_k < 100:
         raise ValueError(f"top_k={top_k}: Recall@100 needs at least 100 ranks")
-    scores, rows = exact_topk(q_emb, d_emb, top_k + int(ignore_identical_ids))
+    k = top_k + int(ignore_identical_ids)
+    # d_emb: an array, or sharded embeddings on disk (evaluation.shards: searched shard by shard, bounded memory)
+    if isinstance(d_emb, ShardedEmbeddings):
+        scores, rows = d_emb.topk(np.asarray(q_emb, dtype=np.float32), k)
+    else:
+        scores, rows = exact_topk(q_emb, d_emb, k)
     run: dict[str, list[tuple[str, float]]] = {}
     per_query: dict[str, dict[str, float]] = {}
     for qid, srow, rrow in zip(query_ids, scores, rows, strict=True):
