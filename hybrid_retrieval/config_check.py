@@ -209,6 +209,7 @@ def check_evaluate_config(cfg: DictConfig) -> None:
             raise ConfigError("adhoc.root", adhoc_root, "expected a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/)")
         _int(cfg, "adhoc.max_queries", allow_none=True)
         _int(cfg, "adhoc.top_k", lo=100)
+        _int(cfg, "adhoc.shard_size", allow_none=True)
     else:
         root = _get(cfg, "data.root")
         if root is None or not Path(str(root)).is_dir():
