@@ -13,7 +13,7 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_retrieval.data.datamodule import VALIDATE_ON
+from hybrid_retrieval.data.datamodule import TOKENIZE, VALIDATE_ON
 from hybrid_retrieval.data.sampler import ALPHA_SCHEDULES, CROSS_MODES
 from hybrid_retrieval.errors import ConfigError
 from hybrid_retrieval.models.encoder import POOLINGS, PREFIX_CACHE_DTYPES
@@ -99,6 +99,9 @@ def validate_config(cfg: DictConfig) -> None:
         if fmt != "lareqa":
             raise ConfigError("data.dev.fraction", fraction, "a dev split needs data.train.format=lareqa (or null)")
         _int(cfg, "data.dev.seed", lo=0)
+    tokenize = _get(cfg, "data.tokenize", "lazy")
+    if tokenize not in TOKENIZE:
+        raise ConfigError("data.tokenize", tokenize, f"expected one of {', '.join(TOKENIZE)}")
     validate_on = _get(cfg, "data.validate_on", "eval")
     if validate_on not in VALIDATE_ON:
         raise ConfigError("data.validate_on", validate_on, f"expected one of {', '.join(VALIDATE_ON)}")

@@ -83,6 +83,11 @@ class RecordBatches(L.Callback):
         import json
 
         row = [trainer.current_epoch, batch["items"], batch["query_langs"], batch["passage_langs"]]
+        row.append(
+            [batch["query"]["input_ids"].tolist(), batch["passage"]["input_ids"].tolist()]
+            if "input_ids" in batch["query"]
+            else None
+        )
         with open(self.path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
 

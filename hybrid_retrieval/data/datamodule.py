@@ -11,6 +11,7 @@ gathers the embeddings and computes the LAReQA metrics.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 #: What validation (and so checkpoint selection and the sweep metric) measures: the zero-shot evaluation
 #: benchmark, or the dev split held out of the training benchmark (``data.dev``), for model selection.
 VALIDATE_ON = ("eval", "dev")
+#: When training texts are tokenized: per drawn example in the loader ("lazy", memory = the texts only) or all
+#: once in setup ("upfront"; always with the frozen-prefix cache, which needs every text's states).
+TOKENIZE = ("lazy", "upfront")
 
 
 @dataclass
@@ -57,6 +61,31 @@ class PairDataset(Dataset):
 
     def __getitem__(self, ex: Example):
         return ex, self.tokenized[ex.item][ex.query_lang].query, self.tokenized[ex.item][ex.passage_lang]
+
+
+def text_key(text: str) -> int:
+    """A stable 63-bit identity of a passage text (equal text, equal key): what loss.mask_duplicates compares."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+
+
+class LazyPairDataset(Dataset):
+    """Indexed by :class:`Example` like :class:`PairDataset`, but tokenizes the example's texts when it is drawn:
+    nothing is tokenized up front, so memory holds the texts only (the batches and the first loss are the same as
+    with up-front tokenization: the same tokenizer call per text, keys equal exactly where texts are equal)."""
+
+    def __init__(self, items: list[ParallelItem], token_ids):
+        self.items, self.token_ids = items, token_ids
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, ex: Example):
+        views = self.items[ex.item].views
+        q, p = views[ex.query_lang], views[ex.passage_lang]
+        query = self.token_ids([q.query], "query")[0]
+        passages = self.token_ids([p.positive, *p.negatives], "passage")
+        view = TokenizedView(query, passages[0], passages[1:], text_key(p.positive), tuple(text_key(t) for t in p.negatives))
+        return ex, query, view
 
 
 class PairCollator:
@@ -166,6 +195,7 @@ class HybridDataModule(L.LightningDataModule):
         strict: bool = False,
         dev: dict | None = None,
         validate_on: str = "eval",
+        tokenize: str = "lazy",
     ):
         super().__init__()
         self.train_cfg, self.eval_cfg = dict(train), dict(eval)
@@ -179,6 +209,9 @@ class HybridDataModule(L.LightningDataModule):
         if validate_on == "dev" and self.dev_cfg.get("fraction") is None:
             raise ValueError("data.validate_on=dev needs data.dev.fraction (the held-out share of the training data)")
         self.validate_on = validate_on
+        if tokenize not in TOKENIZE:
+            raise ValueError(f"data.tokenize={tokenize!r}: expected one of {', '.join(TOKENIZE)}")
+        self.tokenize = tokenize
         self.dev_split: DevSplit | None = None  # the held-out articles of the training benchmark (data.dev)
         self.guard_reports: dict = {}  # "train_vs_eval" / "train_vs_dev": OverlapReport counts, for the job record
         self.encoder = None
@@ -285,7 +318,7 @@ class HybridDataModule(L.LightningDataModule):
             c_ids = self.encoder.model_rows(self._tokenize(self.corpus.c_texts, "passage"), "passage", progress=True)
             self.eval_ids = q_ids + c_ids
             self.n_eval_queries = len(q_ids)
-        if stage in (None, "fit") and not self.tokenized:
+        if stage in (None, "fit") and not self.tokenized and self._upfront():
             self.tokenized = []
             text_keys: dict[str, int] = {}  # passage text -> key, in item order: the same on every rank
 
@@ -305,6 +338,10 @@ class HybridDataModule(L.LightningDataModule):
                 self.tokenized.append(row)
             if getattr(self.encoder, "prefix_cache", False):
                 self.tokenized = _to_prefix_rows(self.encoder, self.tokenized)
+
+    def _upfront(self) -> bool:
+        """Tokenize every training text once in setup (the prefix cache needs every text's states up front)?"""
+        return self.tokenize == "upfront" or bool(getattr(self.encoder, "prefix_cache", False))
 
     def _make_sampler(self, rank: int, world: int) -> HybridBatchSampler:
         return HybridBatchSampler(
@@ -356,7 +393,7 @@ class HybridDataModule(L.LightningDataModule):
                 log.info("resuming epoch %d after %d batches", trainer.current_epoch, done)
         pad = self.encoder.tokenizer.pad_token_id or 0
         return DataLoader(
-            PairDataset(self.tokenized),
+            PairDataset(self.tokenized) if self._upfront() else LazyPairDataset(self.items, self.encoder.token_ids),
             batch_sampler=self.train_sampler,
             collate_fn=PairCollator(pad, self.hard_negatives),
             num_workers=self.num_workers,
