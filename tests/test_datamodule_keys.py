@@ -18,6 +18,7 @@ def test_keys_follow_text_identity_and_reach_the_batch(tiny_data, tiny_model_dir
         eval={"root": str(evald), "name": "tiny-eval"},
         batch_size=4,
         hard_negatives=hard_negatives,
+        tokenize="upfront",  # the keys of the up-front path (the lazy path hashes texts: tests/test_lazy_tokenization.py)
     )
     dm.attach_encoder(DualEncoder(name=str(tiny_model_dir), max_length=32))
     dm.setup("fit")

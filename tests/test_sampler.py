@@ -219,3 +219,22 @@ def test_sampling_record_counts_settings_excluded_and_duplicates():
     small = [k for k, n in sizes.items() if 16 <= n < 120]
     assert small and all(f"{'-'.join(k)} ({sizes[k]} items)" in rec["excluded"] for k in small)
     assert all("-".join(k) not in rec["feasible_cross"] for k in small)
+
+
+def test_batches_equal_the_recorded_ones_of_the_list_based_sampler():
+    """tests/data/sampler_golden.json: two epochs of five configurations, written by the sampler before it worked
+    on a language matrix (commit 9fc0723); from lists and from an ItemLanguages matrix the batches are unchanged."""
+    import json
+    from pathlib import Path
+
+    from hybrid_retrieval.data.sampler import ItemLanguages
+
+    golden = json.loads((Path(__file__).parent / "data" / "sampler_golden.json").read_text())
+    items = golden["items"]
+    for case in golden["cases"]:
+        for source in (items, ItemLanguages.from_lists(items)):
+            s = HybridBatchSampler(source, **case["config"])
+            assert s.n_items == case["n_items"] and s.excluded == case["excluded"]
+            for epoch, expected in enumerate(case["epochs"]):
+                s.set_epoch(epoch)
+                assert [[[e.item, e.query_lang, e.passage_lang] for e in b] for b in s] == expected, case["config"]

@@ -80,12 +80,31 @@ class _Pool:
         return out, refilled
 
 
+@dataclass(frozen=True)
+class ItemLanguages:
+    """Which item has which language, as a boolean matrix: what the sampler needs of the data, at any size
+    (a million items × 9 languages is 9 MB, with no Python object per item)."""
+
+    names: tuple[str, ...]  # sorted language codes, the matrix's columns
+    matrix: np.ndarray  # (n_items, n_languages) bool
+
+    @classmethod
+    def from_lists(cls, item_languages: Sequence[Sequence[str]]) -> ItemLanguages:
+        names = tuple(sorted({lang for langs in item_languages for lang in langs}))
+        col = {name: j for j, name in enumerate(names)}
+        matrix = np.zeros((len(item_languages), len(names)), dtype=bool)
+        rows = [i for i, langs in enumerate(item_languages) for _ in langs]
+        cols = [col[lang] for langs in item_languages for lang in langs]
+        matrix[rows, cols] = True
+        return cls(names, matrix)
+
+
 class HybridBatchSampler:
     """Yields per-rank lists of :class:`Example`; see the module docstring for the semantics."""
 
     def __init__(
         self,
-        item_languages: Sequence[Sequence[str]],
+        item_languages: Sequence[Sequence[str]] | ItemLanguages,
         batch_size: int,
         alpha: float = 0.5,
         languages: Sequence[str] | None = None,
@@ -119,24 +138,24 @@ class HybridBatchSampler:
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches already consumed)
         self.stats: Counter = Counter()
-        all_langs = sorted({lang for langs in item_languages for lang in langs})
+        table = item_languages if isinstance(item_languages, ItemLanguages) else ItemLanguages.from_lists(item_languages)
+        all_langs = [name for j, name in enumerate(table.names) if table.matrix[:, j].any()]
         self.languages = list(languages) if languages else all_langs
         missing = [lang for lang in self.languages if lang not in all_langs]
         if missing:
             raise ValueError(f"sampler languages {missing} have no training items (the data has {all_langs})")
-        keep = set(self.languages)
-        self.item_langs = [sorted(set(langs) & keep) for langs in item_languages]
-        self.n_items = sum(1 for langs in self.item_langs if langs)
-
-        def members(pred) -> np.ndarray:
-            return np.array([i for i, langs in enumerate(self.item_langs) if pred(langs)], dtype=np.int64)
-
-        self.mono = {x: members(lambda ls, x=x: x in ls) for x in self.languages}
+        col = {name: j for j, name in enumerate(table.names)}
+        avail = np.zeros_like(table.matrix)  # (items, languages): available AND sampled
+        kept = [col[x] for x in self.languages]
+        avail[:, kept] = table.matrix[:, kept]
+        self._names, self._avail = table.names, avail
+        self.n_items = int(avail.any(axis=1).sum())
+        self.mono = {x: np.flatnonzero(avail[:, col[x]]) for x in self.languages}
         self.cross = {
-            (x, y): members(lambda ls, x=x, y=y: x in ls and y in ls) for x in self.languages for y in self.languages if x != y
+            (x, y): np.flatnonzero(avail[:, col[x]] & avail[:, col[y]]) for x in self.languages for y in self.languages if x != y
         }
         self.excluded: list[str] = []  # settings too small for the batch (recorded per job)
-        self.multi = members(lambda ls: len(ls) >= 2)  # items usable for per-example cross pairs
+        self.multi = np.flatnonzero(avail.sum(axis=1) >= 2)  # items usable for per-example cross pairs
         self.mono_keys, self.mono_w = self._feasible(self.mono, language_temperature, "monolingual language")
         if self.cross_mode == "batch":
             self.cross_keys, self.cross_w = self._feasible(self.cross, language_temperature, "cross-lingual pair")
@@ -201,6 +220,10 @@ class HybridBatchSampler:
         w = np.array(weights, dtype=np.float64)
         return keys, (w / w.sum() if len(w) else w)
 
+    def languages_of(self, item: int) -> list[str]:
+        """The sampled languages item ``item`` has, sorted."""
+        return [self._names[j] for j in np.flatnonzero(self._avail[item])]
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
@@ -216,7 +239,7 @@ class HybridBatchSampler:
     def global_batches(self) -> Iterator[list[Example]]:
         """All global batches of the current epoch (identical on every rank)."""
         rng = np.random.default_rng([self.seed, self.epoch])
-        used = np.zeros(len(self.item_langs), dtype=bool)
+        used = np.zeros(self._avail.shape[0], dtype=bool)
         pools: dict = {}
 
         def pool(key, members) -> _Pool:
@@ -240,7 +263,7 @@ class HybridBatchSampler:
                 items, refilled = pool(("multi",), self.multi).take(self.batch_size, used, in_batch, rng)
                 batch = []
                 for i in items:
-                    x, y = rng.choice(self.item_langs[i], size=2, replace=False)
+                    x, y = rng.choice(self.languages_of(i), size=2, replace=False)
                     batch.append(Example(i, str(x), str(y)))
             used[items] = True
             self.stats["refilled"] += refilled  # read by sampling_record (its replay)
