@@ -13,7 +13,7 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_retrieval.data.datamodule import TOKENIZE, VALIDATE_ON
+from hybrid_retrieval.data.datamodule import TOKENIZE, TRAIN_FORMATS, VALIDATE_ON
 from hybrid_retrieval.data.sampler import ALPHA_SCHEDULES, CROSS_MODES
 from hybrid_retrieval.errors import ConfigError
 from hybrid_retrieval.models.encoder import POOLINGS, PREFIX_CACHE_DTYPES
@@ -66,10 +66,15 @@ def validate_config(cfg: DictConfig) -> None:
         if not zipfile.is_zipfile(str(ckpt)):
             raise ConfigError("ckpt_path", ckpt, "not a complete PyTorch checkpoint (truncated or another format)")
     fmt = _get(cfg, "data.train.format", "lareqa")
-    if fmt not in ("lareqa", "jsonl"):
-        raise ConfigError("data.train.format", fmt, "expected 'lareqa' or 'jsonl'")
-    train_key = "data.train.root" if fmt == "lareqa" else "data.train.path"
-    for key in (train_key, "data.eval.root"):
+    if fmt not in TRAIN_FORMATS:
+        raise ConfigError("data.train.format", fmt, f"expected one of {', '.join(TRAIN_FORMATS)}")
+    keys = ["data.train.root" if fmt == "lareqa" else "data.train.path", "data.eval.root"]
+    if fmt == "aligned":
+        files = _get(cfg, "data.train.files")
+        if not isinstance(files, DictConfig) or not files:
+            raise ConfigError("data.train.files", files, "expected {lang: path} of per-language JSONL files aligned by id")
+        keys = [f"data.train.files.{lang}" for lang in files] + ["data.eval.root"]
+    for key in keys:
         path = _get(cfg, key)
         if path is None or not Path(str(path)).exists():
             hint = DOWNLOAD_HINT if key.endswith(".root") else "set this key to an existing file"

@@ -84,7 +84,7 @@ BAD = [  # (override, key named in the message, fragment of what is allowed)
     ("data.eval.languages=[]", "data.eval.languages", "non-empty list"),
     ("data.train.root=/nonexistent/mlqa-r", "data.train.root", "existing path"),
     ("data.eval.root=/nonexistent/xquad-r", "data.eval.root", "existing path"),
-    ("data.train.format=csv", "data.train.format", "'lareqa' or 'jsonl'"),
+    ("data.train.format=csv", "data.train.format", "lareqa, jsonl, parquet, arrow, aligned"),
     ("data.hard_negatives=-1", "data.hard_negatives", ">= 0"),
     ("data.num_workers=-2", "data.num_workers", ">= 0"),
     ("data.eval_batch_size=0", "data.eval_batch_size", ">= 1"),

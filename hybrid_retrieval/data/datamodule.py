@@ -23,9 +23,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.data.guard import check_zero_shot
+from hybrid_retrieval.data.item_store import ItemStore, build_store
 from hybrid_retrieval.data.lareqa import DevSplit, LareqaDataset, load_lareqa, split_dev, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
-from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, sampling_record
+from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, ItemLanguages, sampling_record
 from hybrid_retrieval.errors import ConfigError, ZeroShotError
 from hybrid_retrieval.padding import pad_rows
 
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 #: What validation (and so checkpoint selection and the sweep metric) measures: the zero-shot evaluation
 #: benchmark, or the dev split held out of the training benchmark (``data.dev``), for model selection.
 VALIDATE_ON = ("eval", "dev")
+#: Training data formats: lareqa (a benchmark folder), jsonl (parallel items), parquet / arrow (the item store's
+#: columns: a file, or a datasets.save_to_disk folder), aligned (per-language JSONL files by id: data.train.files).
+TRAIN_FORMATS = ("lareqa", "jsonl", "parquet", "arrow", "aligned")
 #: When training texts are tokenized: per drawn example in the loader ("lazy", memory = the texts only) or all
 #: once in setup ("upfront"; always with the frozen-prefix cache, which needs every text's states).
 TOKENIZE = ("lazy", "upfront")
@@ -231,14 +235,27 @@ class HybridDataModule(L.LightningDataModule):
     def _tokenize(self, texts: list[str], kind: str) -> list[list[int]]:
         return self.encoder.token_ids(texts, kind)
 
-    def load_train_items(self) -> list[ParallelItem]:
+    def load_train_items(self) -> list[ParallelItem] | ItemStore:
+        """The training items: a list (LAReQA; small JSONL with ``data.train.store=false``) or a memory-mapped
+        :class:`ItemStore` (JSONL by default, Parquet, a ``save_to_disk`` folder, per-language aligned files)."""
         cfg = self.train_cfg
         fmt = cfg.get("format", "lareqa")
         if fmt == "lareqa":
             return items_from_lareqa(self._train_lareqa(), with_context=self.with_context, hard_negatives=self.hard_negatives)
-        if fmt == "jsonl":
-            return load_jsonl_items(cfg["path"], cfg.get("languages"))
-        raise ValueError(f"data.train.format={fmt!r}: expected 'lareqa' or 'jsonl'")
+        languages = cfg.get("languages")
+        if fmt == "jsonl" and not cfg.get("store", True):
+            return load_jsonl_items(cfg["path"], languages)
+        if fmt in ("jsonl", "parquet", "arrow"):
+            return build_store(cfg["path"], languages)
+        if fmt == "aligned":
+            return build_store(dict(cfg["files"]), languages)
+        raise ValueError(f"data.train.format={fmt!r}: expected one of {', '.join(TRAIN_FORMATS)}")
+
+    def _item_languages(self):
+        """What the sampler needs: the store's language matrix, or each item's languages."""
+        if isinstance(self.items, ItemStore):
+            return self.items.languages_table
+        return [item.languages for item in self.items]
 
     def _train_lareqa(self) -> LareqaDataset:
         """The LAReQA training benchmark, minus its dev split when ``data.dev.fraction`` is set (loaded once)."""
@@ -255,8 +272,11 @@ class HybridDataModule(L.LightningDataModule):
 
     def _train_name(self) -> str:
         """What the training data is called in records and messages: the benchmark, or the JSONL file's name."""
-        if self.train_cfg.get("format", "lareqa") == "jsonl":
+        fmt = self.train_cfg.get("format", "lareqa")
+        if fmt in ("jsonl", "parquet", "arrow"):
             return Path(str(self.train_cfg["path"])).name
+        if fmt == "aligned":
+            return Path(str(next(iter(dict(self.train_cfg["files"]).values())))).parent.name
         return Path(str(self.train_cfg["root"])).name  # the folder trained on (data.train.name may be stale)
 
     def _guard(self, name: str, target: LareqaDataset) -> None:
@@ -296,7 +316,9 @@ class HybridDataModule(L.LightningDataModule):
 
     def _check_languages(self) -> None:
         """Training languages the evaluation set lacks are trained on but never scored: say so once."""
-        train_langs = sorted({lang for item in self.items for lang in item.languages})
+        table = self._item_languages()
+        table = table if isinstance(table, ItemLanguages) else ItemLanguages.from_lists(table)
+        train_langs = [name for j, name in enumerate(table.names) if table.matrix[:, j].any()]
         target = self.dev_split.dev if self.validate_on == "dev" else self.eval_dataset
         unscored = [lang for lang in train_langs if lang not in target.languages]
         if unscored:
@@ -345,7 +367,7 @@ class HybridDataModule(L.LightningDataModule):
 
     def _make_sampler(self, rank: int, world: int) -> HybridBatchSampler:
         return HybridBatchSampler(
-            [item.languages for item in self.items],
+            self._item_languages(),
             batch_size=self.batch_size,
             seed=self.seed,
             rank=rank,

@@ -9,6 +9,7 @@ Items come from a LAReQA dataset (:func:`items_from_lareqa`) or from the generic
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,12 +80,21 @@ def load_jsonl_items(path: str | Path, languages: list[str] | None = None) -> li
             "de": {"query": "...", "positive": "..."}}}
 
     ``negatives`` is optional. Lines that are blank are skipped; anything else malformed is an error
-    naming the file, the line and the field.
+    naming the file, the line and the field. (Large files: :mod:`hybrid_retrieval.data.item_store` streams the
+    same parser into a memory-mapped Arrow table.)
     """
+    items = list(iter_jsonl_items(path, languages))
+    if not items:
+        wanted = f" with a language in {list(languages)}" if languages is not None else ""
+        raise DataFormatError(path, "file", f"at least one parallel item{wanted} (the file has none)")
+    return items
+
+
+def iter_jsonl_items(path: str | Path, languages: list[str] | None = None) -> Iterator[ParallelItem]:
+    """The items of a parallel JSONL file, one at a time, validated as :func:`load_jsonl_items` describes."""
     path = Path(path)
     if not path.exists():
         raise DataFormatError(path, "file", "an existing JSONL file of parallel items")
-    items: list[ParallelItem] = []
     seen: set[str] = set()
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, 1):
@@ -122,8 +132,4 @@ def load_jsonl_items(path: str | Path, languages: list[str] | None = None) -> li
                 if languages is None or lang in languages:
                     views[lang] = View(v["query"], v["positive"], tuple(negs))
             if views:
-                items.append(ParallelItem(item_id, views, str(obj.get("title", ""))))
-    if not items:
-        wanted = f" with a language in {list(languages)}" if languages is not None else ""
-        raise DataFormatError(path, "file", f"at least one parallel item{wanted} (the file has none)")
-    return items
+                yield ParallelItem(item_id, views, str(obj.get("title", "")))

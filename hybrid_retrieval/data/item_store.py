@@ -1,0 +1,221 @@
+"""Training items at any size: one memory-mapped Arrow table per source, built once, shared by every job.
+
+Sources: the parallel JSONL format (:func:`hybrid_retrieval.data.pairs.iter_jsonl_items`, the same validation and
+messages), Parquet files, a ``datasets.save_to_disk`` folder with the same columns, or per-language files aligned
+by id (``{lang: path}``, each a JSONL of ``{"id", "query", "positive"[, "negatives"]}``: how translated QA sets and
+mMARCO are distributed). Rows: ``id, title, langs, query, positive, negatives`` (the last four aligned by
+language). The table sits in ``{cache}/items/{key}/`` where the key is the sources' content hash, the language
+filter and the format version: a sweep's jobs build it once; in DDP rank 0 builds while the others wait.
+:class:`ItemStore` reads rows as :class:`ParallelItem` on access; its :class:`ItemLanguages` matrix is what the
+sampler needs, so no Python object per item is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from hybrid_retrieval.atomic import atomic_directory
+from hybrid_retrieval.data.pairs import ParallelItem, View, iter_jsonl_items
+from hybrid_retrieval.data.sampler import ItemLanguages
+from hybrid_retrieval.errors import DataFormatError
+from hybrid_retrieval.paths import cache_root
+
+FORMAT_VERSION = 1
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("title", pa.string()),
+        ("langs", pa.list_(pa.string())),
+        ("query", pa.list_(pa.string())),
+        ("positive", pa.list_(pa.string())),
+        ("negatives", pa.list_(pa.list_(pa.string()))),
+    ]
+)
+ROWS_PER_BATCH = 10_000
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _source_files(source) -> list[Path]:
+    if isinstance(source, Mapping):
+        return [Path(source[lang]) for lang in sorted(source)]
+    path = Path(source)
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def store_key(source, languages: Sequence[str] | None) -> str:
+    """The cache key: content of every source file, its role, the language filter, the format version."""
+    h = hashlib.sha256(f"v{FORMAT_VERSION}|{sorted(languages) if languages else None}".encode())
+    if isinstance(source, Mapping):
+        h.update(json.dumps(sorted(source)).encode())
+    for path in _source_files(source):
+        if not path.exists():
+            raise DataFormatError(path, "file", "an existing training data file")
+        h.update(path.name.encode() + b"|" + _file_digest(path).encode())
+    return h.hexdigest()[:24]
+
+
+def iter_source(source, languages: Sequence[str] | None = None) -> Iterator[ParallelItem]:
+    """The items of a source, in its order, validated (errors name the file, the line / row and the field)."""
+    keep = set(languages) if languages else None
+    if isinstance(source, Mapping):
+        yield from _iter_aligned(source, keep)
+        return
+    path = Path(source)
+    if path.is_dir() or path.suffix == ".parquet":
+        yield from _iter_table(path, keep)
+    else:
+        yield from iter_jsonl_items(path, list(languages) if languages else None)
+
+
+def _iter_table(path: Path, keep) -> Iterator[ParallelItem]:
+    import datasets  # noqa: PLC0415 - Hugging Face datasets: only Parquet / save_to_disk sources need it
+
+    ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.Dataset.from_parquet(str(path))
+    missing = [c for c in ("id", "langs", "query", "positive") if c not in ds.column_names]
+    if missing:
+        raise DataFormatError(path, "columns", f"id, langs, query, positive[, negatives, title] (missing: {', '.join(missing)})")
+    for i, row in enumerate(ds):
+        negatives = row.get("negatives") or [[] for _ in row["langs"]]
+        if not (len(row["langs"]) == len(row["query"]) == len(row["positive"]) == len(negatives)):
+            raise DataFormatError(path, f"row {i} (id {row['id']})", "langs, query, positive, negatives of equal length")
+        views = {
+            lang: View(q, p, tuple(n))
+            for lang, q, p, n in zip(row["langs"], row["query"], row["positive"], negatives, strict=True)
+            if keep is None or lang in keep
+        }
+        if views:
+            yield ParallelItem(str(row["id"]), views, str(row.get("title") or ""))
+
+
+def _iter_aligned(files: Mapping[str, str | Path], keep) -> Iterator[ParallelItem]:
+    """Per-language JSONL files aligned by id: an item per id, in order of first appearance (languages sorted)."""
+    per_lang: dict[str, dict[str, View]] = {}
+    order: dict[str, None] = {}
+    for lang in sorted(files):
+        if keep is not None and lang not in keep:
+            continue
+        path = Path(files[lang])
+        if not path.exists():
+            raise DataFormatError(path, "file", f"the {lang} file of the aligned training data")
+        views: dict[str, View] = {}
+        with path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataFormatError(path, f"line {n}", f"one JSON object per line ({err.msg})") from None
+                if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("query", "positive")):
+                    raise DataFormatError(path, f"line {n}", 'an object with "id", "query" and "positive" (strings)')
+                item_id = str(obj.get("id"))
+                if item_id in views:
+                    raise DataFormatError(path, f"line {n} (id {item_id})", "unique ids within a language")
+                views[item_id] = View(obj["query"], obj["positive"], tuple(obj.get("negatives") or ()))
+                order.setdefault(item_id)
+        per_lang[lang] = views
+    for item_id in order:
+        yield ParallelItem(item_id, {lang: v[item_id] for lang, v in per_lang.items() if item_id in v})
+
+
+def _write_table(items: Iterator[ParallelItem], out: Path, source_name: str) -> int:
+    n, names = 0, set()
+    avail_rows: list[list[str]] = []
+    with pa.OSFile(str(out / "items.arrow"), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
+        batch: dict[str, list] = {f.name: [] for f in SCHEMA}
+        bar = tqdm(unit="item", desc=f"item store ({source_name})", disable=None)
+        for item in items:
+            langs = item.languages
+            batch["id"].append(item.item_id)
+            batch["title"].append(item.title)
+            batch["langs"].append(langs)
+            batch["query"].append([item.views[x].query for x in langs])
+            batch["positive"].append([item.views[x].positive for x in langs])
+            batch["negatives"].append([list(item.views[x].negatives) for x in langs])
+            avail_rows.append(langs)
+            names.update(langs)
+            n += 1
+            bar.update()
+            if len(batch["id"]) >= ROWS_PER_BATCH:
+                writer.write_batch(pa.record_batch(batch, schema=SCHEMA))
+                batch = {f.name: [] for f in SCHEMA}
+        if batch["id"]:
+            writer.write_batch(pa.record_batch(batch, schema=SCHEMA))
+        bar.close()
+    table = ItemLanguages.from_lists(avail_rows)
+    np.save(out / "languages.npy", table.matrix)
+    (out / "meta.json").write_text(json.dumps({"format": FORMAT_VERSION, "n": n, "languages": list(table.names)}))
+    return n
+
+
+def build_store(source, languages: Sequence[str] | None = None, root: Path | None = None, wait_s: float = 3600) -> ItemStore:
+    """The :class:`ItemStore` of ``source`` (built if its cache entry is missing; other DDP ranks wait for rank 0)."""
+    key = store_key(source, languages)
+    target = Path(root or cache_root() / "items") / key
+    if not (target / "meta.json").exists():
+        rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+        if rank == 0:
+            name = Path(next(iter(source.values()))).parent.name if isinstance(source, Mapping) else Path(source).name
+            with atomic_directory(target, complete="meta.json") as tmp:
+                if not _write_table(iter_source(source, languages), tmp, name):
+                    raise DataFormatError(name, "file", "at least one parallel item")
+        else:
+            deadline = time.monotonic() + wait_s
+            while not (target / "meta.json").exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"rank {rank}: waited {wait_s:.0f} s for rank 0 to build {target}")
+                time.sleep(1.0)
+    return ItemStore(target)
+
+
+class ItemStore(Sequence):
+    """The items of one cache entry, memory-mapped; ``store[i]`` is a :class:`ParallelItem` built on access."""
+
+    def __init__(self, folder: str | Path):
+        import datasets  # noqa: PLC0415 - Hugging Face datasets: memory-maps the table (optional dependency)
+
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.table = datasets.Dataset.from_file(str(self.folder / "items.arrow"))
+        self.languages_table = ItemLanguages(tuple(self.meta["languages"]), np.load(self.folder / "languages.npy"))
+
+    def __len__(self) -> int:
+        return int(self.meta["n"])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        row = self.table[int(i)]
+        views = {
+            lang: View(q, p, tuple(n))
+            for lang, q, p, n in zip(row["langs"], row["query"], row["positive"], row["negatives"], strict=True)
+        }
+        return ParallelItem(row["id"], views, row["title"])
+
+    def __iter__(self) -> Iterator[ParallelItem]:
+        for start in range(0, len(self), ROWS_PER_BATCH):
+            chunk = self.table[start : start + ROWS_PER_BATCH]
+            for j in range(len(chunk["id"])):
+                views = {
+                    lang: View(q, p, tuple(n))
+                    for lang, q, p, n in zip(
+                        chunk["langs"][j], chunk["query"][j], chunk["positive"][j], chunk["negatives"][j], strict=True
+                    )
+                }
+                yield ParallelItem(chunk["id"][j], views, chunk["title"][j])

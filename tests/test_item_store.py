@@ -1,0 +1,130 @@
+"""The Arrow item store: every source format gives the same items; the sampler sees the same languages; a store
+built once is reused; training through it equals training on the in-memory list (same batches, same losses)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from hybrid_retrieval.data.item_store import build_store, store_key
+from hybrid_retrieval.data.pairs import load_jsonl_items
+from hybrid_retrieval.data.sampler import HybridBatchSampler
+from hybrid_retrieval.errors import DataFormatError
+from tests.conftest import REPO
+from tests.test_train_e2e import run_cli, tiny_overrides
+
+LANGS = ("de", "en", "es")
+
+
+def _jsonl(path, n=30):
+    rows = []
+    for i in range(n):
+        langs = {
+            x: {"query": f"{x} question {i}", "positive": f"{x} answer {i}", **({"negatives": [f"{x} no {i}"]} if i % 2 else {})}
+            for x in LANGS
+            if (i + LANGS.index(x)) % 4  # not every item has every language
+        }
+        rows.append(json.dumps({"id": f"q{i}", "title": f"t{i % 5}", "langs": langs}, ensure_ascii=False))
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _flat(items):
+    return [(it.item_id, it.title, {x: (v.query, v.positive, v.negatives) for x, v in it.views.items()}) for it in items]
+
+
+def test_jsonl_parquet_saved_and_aligned_sources_give_the_same_items(tmp_path):
+    import datasets
+
+    src = _jsonl(tmp_path / "train.jsonl")
+    reference = load_jsonl_items(src)
+    store = build_store(src, root=tmp_path / "cache")
+    assert len(store) == 30 and _flat(store) == _flat(reference) and _flat([store[3]]) == _flat(reference[3:4])
+    rows = [
+        {
+            "id": it.item_id,
+            "title": it.title,
+            "langs": it.languages,
+            "query": [it.views[x].query for x in it.languages],
+            "positive": [it.views[x].positive for x in it.languages],
+            "negatives": [list(it.views[x].negatives) for x in it.languages],
+        }
+        for it in reference
+    ]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "train.parquet"))
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    for source in (tmp_path / "train.parquet", tmp_path / "saved"):
+        assert _flat(build_store(source, root=tmp_path / "cache")) == _flat(reference), source
+    files = {}
+    for x in LANGS:  # one file per language, lines in another order than the items
+        lines = [
+            json.dumps(
+                {
+                    "id": it.item_id,
+                    "query": it.views[x].query,
+                    "positive": it.views[x].positive,
+                    "negatives": list(it.views[x].negatives),
+                }
+            )
+            for it in reference
+            if x in it.views
+        ]
+        files[x] = tmp_path / f"{x}.jsonl"
+        files[x].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    aligned = build_store(files, root=tmp_path / "cache")
+    assert sorted((i, v) for i, _, v in _flat(aligned)) == sorted((i, v) for i, _, v in _flat(reference))
+
+
+def test_the_sampler_draws_the_same_batches_from_the_store(tmp_path):
+    src = _jsonl(tmp_path / "train.jsonl", n=60)
+    items, store = load_jsonl_items(src), build_store(src, root=tmp_path / "cache")
+    for cfg in ({"alpha": 0.5, "seed": 0}, {"alpha": 0.0, "seed": 1, "cross_mode": "example"}):
+        a = HybridBatchSampler([it.languages for it in items], 4, **cfg)
+        b = HybridBatchSampler(store.languages_table, 4, **cfg)
+        assert [[(e.item, e.query_lang, e.passage_lang) for e in batch] for batch in a] == [
+            [(e.item, e.query_lang, e.passage_lang) for e in batch] for batch in b
+        ]
+
+
+def test_a_store_is_built_once_and_keyed_by_content(tmp_path):
+    src = _jsonl(tmp_path / "train.jsonl")
+    first = build_store(src, root=tmp_path / "cache")
+    stamp = (first.folder / "items.arrow").stat().st_mtime_ns
+    again = build_store(src, root=tmp_path / "cache")
+    assert again.folder == first.folder and (again.folder / "items.arrow").stat().st_mtime_ns == stamp
+    assert store_key(src, ["en"]) != store_key(src, None)
+    _jsonl(src, n=31)
+    assert store_key(src, None) != first.folder.name  # new content, new entry
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "langs": {"en": {"query": "q"}}}\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"bad.jsonl: line 1 \(id a\).langs.en.positive: a non-empty string"):
+        build_store(bad, root=tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir() if ".tmp-" in p.name] == []  # nothing half-built
+
+
+@pytest.mark.slow
+def test_training_through_the_store_equals_the_in_memory_list(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    src = _jsonl(tmp_path / "train.jsonl", n=40)
+    runs = {}
+    for store in ("true", "false"):
+        run_dir, batches = tmp_path / store, tmp_path / f"{store}.jsonl"
+        args = [
+            *tiny_overrides(tiny_data, tiny_model_dir, run_dir),
+            "logger=none",
+            "data.train.format=jsonl",
+            f"data.train.path={src}",
+            f"data.train.store={store}",
+            "data.hard_negatives=1",
+            "trainer.deterministic=true",
+            "+callbacks.record._target_=tests.helpers.RecordBatches",
+            f"+callbacks.record.path={batches}",
+        ]
+        run_cli(args, tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "HYBRID_RETRIEVAL_CACHE": str(tmp_path / "cache")})
+        runs[store] = (batches.read_text(), json.loads((run_dir / "final_metrics.json").read_text()))
+    assert runs["true"][0] == runs["false"][0]  # items, languages and token ids of every batch
+    for key in ("train/loss", "val/cross/map", "val/multi/map"):
+        assert abs(runs["true"][1]["metrics"][key] - runs["false"][1]["metrics"][key]) <= 1e-6, key
+    assert any((tmp_path / "cache" / "items").iterdir())
