@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
@@ -84,8 +85,6 @@ def iter_source(source, languages: Sequence[str] | None = None) -> Iterator[Para
 
 
 def _iter_table(path: Path, keep) -> Iterator[ParallelItem]:
-    import datasets  # noqa: PLC0415 - Hugging Face datasets: only Parquet / save_to_disk sources need it
-
     ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.Dataset.from_parquet(str(path))
     missing = [c for c in ("id", "langs", "query", "positive") if c not in ds.column_names]
     if missing:
@@ -188,8 +187,6 @@ class ItemStore(Sequence):
     """The items of one cache entry, memory-mapped; ``store[i]`` is a :class:`ParallelItem` built on access."""
 
     def __init__(self, folder: str | Path):
-        import datasets  # noqa: PLC0415 - Hugging Face datasets: memory-maps the table (optional dependency)
-
         self.folder = Path(folder)
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self.table = datasets.Dataset.from_file(str(self.folder / "items.arrow"))

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             write_beir(args.out, topics, qrels, (json.loads(line) for line in fh if line.strip()), args.split)
     else:
         try:
-            import datasets  # noqa: PLC0415 - optional: only the MIRACL download reads through Hugging Face datasets
+            import datasets  # noqa: PLC0415 - slow to import (~1 s); only the MIRACL download streams through it
         except ImportError as err:
             raise SystemExit("the MIRACL corpus is read with Hugging Face `datasets`: pip install datasets") from err
         corpus = datasets.load_dataset("miracl/miracl-corpus", args.lang, split="train", streaming=True)
