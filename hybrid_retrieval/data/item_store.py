@@ -173,7 +173,9 @@ def build_store(source, languages: Sequence[str] | None = None, root: Path | Non
             name = Path(next(iter(source.values()))).parent.name if isinstance(source, Mapping) else Path(source).name
             with atomic_directory(target, complete="meta.json") as tmp:
                 if not _write_table(iter_source(source, languages), tmp, name):
-                    raise DataFormatError(name, "file", "at least one parallel item")
+                    where = Path(next(iter(source.values()))).parent if isinstance(source, Mapping) else source
+                    wanted = f" with a language in {list(languages)}" if languages else ""
+                    raise DataFormatError(where, "file", f"at least one parallel item{wanted} (the file has none)")
         else:
             deadline = time.monotonic() + wait_s
             while not (target / "meta.json").exists():
