@@ -76,18 +76,15 @@ class SaveParamsAtEnd(L.Callback):
 class RecordBatches(L.Callback):
     """Writes every training batch's (epoch, item indices, query langs, passage langs) as JSON lines."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, with_tokens: bool = False):
+        self.path, self.with_tokens = path, with_tokens  # with_tokens: the query / passage token ids too
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         import json
 
         row = [trainer.current_epoch, batch["items"], batch["query_langs"], batch["passage_langs"]]
-        row.append(
-            [batch["query"]["input_ids"].tolist(), batch["passage"]["input_ids"].tolist()]
-            if "input_ids" in batch["query"]
-            else None
-        )
+        if self.with_tokens:
+            row.append([batch["query"]["input_ids"].tolist(), batch["passage"]["input_ids"].tolist()])
         with open(self.path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
 

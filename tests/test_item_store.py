@@ -121,6 +121,7 @@ def test_training_through_the_store_equals_the_in_memory_list(tiny_data, tiny_mo
             "trainer.deterministic=true",
             "+callbacks.record._target_=tests.helpers.RecordBatches",
             f"+callbacks.record.path={batches}",
+            "+callbacks.record.with_tokens=true",
         ]
         run_cli(args, tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "HYBRID_RETRIEVAL_CACHE": str(tmp_path / "cache")})
         runs[store] = (batches.read_text(), json.loads((run_dir / "final_metrics.json").read_text()))

@@ -23,6 +23,7 @@ def test_lazy_and_upfront_tokenization_train_identically(tiny_data, tiny_model_d
             "trainer.deterministic=true",
             "+callbacks.record._target_=tests.helpers.RecordBatches",
             f"+callbacks.record.path={batches}",
+            "+callbacks.record.with_tokens=true",
         ]
         run_cli(args, tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
         runs[mode] = (
