@@ -65,13 +65,14 @@ def train(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     datamodule = instantiate(cfg.data)
     datamodule.preflight()  # bad data fails here, in seconds: before the model loads or W&B starts
-    loggers = instantiate_loggers(cfg.get("logger"))
-    callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)  # Lightning checks its arguments
-    if cfg.get("seed") is not None:  # the model draws from the same generator state as without the preflight
+    instantiate(cfg.trainer, callbacks=[], logger=False)  # a throw-away Trainer: Lightning checks its arguments now
+    if cfg.get("seed") is not None:  # from here on the same generator draws, in the same order, as before the preflight
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = instantiate(cfg.model)
     datamodule.attach_encoder(model.encoder)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "code_commit": commit, "job_key": key})
     define_wandb_summaries(loggers)
