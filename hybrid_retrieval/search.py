@@ -33,7 +33,7 @@ from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.evaluation.shards import ShardedEmbeddings, encode_to_shards
 from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
-from hybrid_retrieval.models.digest import tensor_digest
+from hybrid_retrieval.models.digest import encoder_digest
 from hybrid_retrieval.models.encoder import DualEncoder
 
 SNIPPET_CHARS = 100  # characters of a hit's text printed after its id
@@ -42,11 +42,6 @@ SNIPPET_CHARS = 100  # characters of a hit's text printed after its id
 def _absolute(path: str | None) -> str | None:
     """A path as absolute if it names an existing file or folder (a hub model name stays as it is)."""
     return str(Path(path).resolve()) if path and Path(path).exists() else path
-
-
-def encoder_digest(encoder) -> str:
-    """Identifies the encoder's weights exactly (recorded by ``index``, compared by ``query``)."""
-    return tensor_digest(sorted(encoder.state_dict().items()))
 
 
 def _positive(text: str) -> int:

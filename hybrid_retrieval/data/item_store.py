@@ -25,6 +25,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from hybrid_retrieval.atomic import atomic_directory
+from hybrid_retrieval.data.download import sha256_of
 from hybrid_retrieval.data.pairs import ParallelItem, View, iter_jsonl_items
 from hybrid_retrieval.data.sampler import ItemLanguages
 from hybrid_retrieval.errors import DataFormatError
@@ -44,14 +45,6 @@ SCHEMA = pa.schema(
 ROWS_PER_BATCH = 10_000
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _source_files(source) -> list[Path]:
     if isinstance(source, Mapping):
         return [Path(source[lang]) for lang in sorted(source)]
@@ -67,7 +60,7 @@ def store_key(source, languages: Sequence[str] | None) -> str:
     for path in _source_files(source):
         if not path.exists():
             raise DataFormatError(path, "file", "an existing training data file")
-        h.update(path.name.encode() + b"|" + _file_digest(path).encode())
+        h.update(path.name.encode() + b"|" + sha256_of(path).encode())
     return h.hexdigest()[:24]
 
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from hybrid_retrieval.atomic import atomic_file, write_text_atomic
 from hybrid_retrieval.errors import UserError
 from hybrid_retrieval.evaluation.encode import encode_texts
-from hybrid_retrieval.models.digest import tensor_digest
+from hybrid_retrieval.models.digest import encoder_digest
 
 MANIFEST = "manifest.json"
 
@@ -63,7 +63,7 @@ def encode_to_shards(
         "dim": int(encoder.dim),
         "dtype": "float16",
         "texts": texts_digest(texts),
-        "encoder": tensor_digest(sorted(encoder.state_dict().items())),
+        "encoder": encoder_digest(encoder),
     }
     path = out / MANIFEST
     if path.exists():

@@ -8,6 +8,11 @@ from collections.abc import Iterable
 import torch
 
 
+def encoder_digest(encoder) -> str:
+    """Identifies a model's weights exactly (an index or embedding shards record it; a query compares it)."""
+    return tensor_digest(sorted(encoder.state_dict().items()))
+
+
 def tensor_digest(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
     """Hash of names, shapes, dtypes and bytes, in the order given."""
     h = hashlib.blake2b(salt.encode(), digest_size=16)
