@@ -8,12 +8,15 @@ that process's ru_maxrss):
   front (the offline encoder's XLM-R tokenizer), build the sampler — the time to the first training batch;
 * ``store cold``: build the Arrow item store (empty cache), sampler from its language matrix, first batch
   tokenized lazily; ``store warm``: the same with the cache built (a sweep's second job);
+* ``map``: the alternative the issue names — tokenize every text once into the Arrow cache with
+  ``datasets.Dataset.map(batched=True, num_proc=2)`` (on a warm item store), batches then read token ids; its
+  first batch's ids are checked equal to the lazy path's;
 * step overhead: the loader's time per B=32 batch (draw, read rows, tokenize, pad) against one B=32 training step
   of the offline encoder (forward + backward + AdamW), median of 20.
 
 Corpus side: ``encode_to_shards`` of 50k and 200k synthetic passages (a tiny random 2-layer encoder, so the
 timing is the data path's, not the model's), peak RSS of each, and an encode killed after its second shard
-that resumes with only the missing shards.
+that resumes with only the missing shards (the shards written by the second call are printed).
 
     python benchmarks/data_scale.py --items 10000 100000 1000000      # the issue's table (~1 h on 2 cores)
     python benchmarks/data_scale.py --items 2000 --corpus 5000 20000  # a quick look
@@ -24,8 +27,8 @@ Never run it while a sweep runs (2 cores: the numbers would be the sweep's).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import random
 import resource
 import subprocess
@@ -56,7 +59,6 @@ def _peak_mb() -> float:
 
 def child(mode: str, path: str, cache: str) -> dict:
     """One measurement in this (fresh) process."""
-    os.environ["HYBRID_RETRIEVAL_CACHE"] = cache
     from hybrid_retrieval.data.sampler import HybridBatchSampler
     from hybrid_retrieval.models.encoder import load_tokenizer
     from hybrid_retrieval.offline_model import ensure_offline_model
@@ -76,10 +78,46 @@ def child(mode: str, path: str, cache: str) -> dict:
         sampler = HybridBatchSampler([it.languages for it in items], 32, alpha=0.5, seed=0, batches_per_epoch=64)
         batch = next(iter(sampler))
         _ = [tokenized[e.item][e.query_lang] for e in batch]
+    elif mode == "map":
+        from hybrid_retrieval.data.item_store import build_store
+
+        store = build_store(path, root=Path(cache))  # warm: built by the "store" runs before
+        t0 = time.perf_counter()  # only the tokenization into the cache counts
+
+        def tokenize_rows(rows):
+            flat_q = [q for qs in rows["query"] for q in qs]
+            flat_p = [p for ps in rows["positive"] for p in ps]
+            ids_q, ids_p = token_ids(flat_q), token_ids(flat_p)
+            out_q, out_p, k = [], [], 0
+            for qs in rows["query"]:
+                out_q.append(ids_q[k : k + len(qs)])
+                out_p.append(ids_p[k : k + len(qs)])
+                k += len(qs)
+            return {"query_ids": out_q, "positive_ids": out_p}
+
+        tokenized = store.table.map(
+            tokenize_rows,
+            batched=True,
+            batch_size=1000,
+            num_proc=2,
+            remove_columns=["title", "query", "positive", "negatives"],
+            cache_file_name=str(Path(cache) / "tokenized.arrow"),
+            desc="map tokenize",
+        )
+        sampler = HybridBatchSampler(store.languages_table, 32, alpha=0.5, seed=0, batches_per_epoch=64)
+        it = iter(sampler)
+        batch = next(it)
+
+        def ids_of(b, column, lang_of):
+            rows = tokenized[[e.item for e in b]]
+            return [r[row["langs"].index(lang_of(e))] for e, row, r in zip(b, _rows(rows), rows[column], strict=True)]
+
+        got = ids_of(batch, "query_ids", lambda e: e.query_lang)
+        assert got == token_ids([store[e.item].views[e.query_lang].query for e in batch]), "map ids differ from lazy ids"
     else:
         from hybrid_retrieval.data.item_store import build_store
 
-        store = build_store(path)
+        store = build_store(path, root=Path(cache))
         sampler = HybridBatchSampler(store.languages_table, 32, alpha=0.5, seed=0, batches_per_epoch=64)
         it = iter(sampler)
         batch = next(it)
@@ -91,12 +129,22 @@ def child(mode: str, path: str, cache: str) -> dict:
         for _ in range(20):
             t = time.perf_counter()
             b = next(it)
-            q = token_ids([store[e.item].views[e.query_lang].query for e in b])
-            p = token_ids([store[e.item].views[e.passage_lang].positive for e in b])
+            if mode == "map":
+                q = ids_of(b, "query_ids", lambda e: e.query_lang)
+                p = ids_of(b, "positive_ids", lambda e: e.passage_lang)
+            else:
+                q = token_ids([store[e.item].views[e.query_lang].query for e in b])
+                p = token_ids([store[e.item].views[e.passage_lang].positive for e in b])
             assert len(q) == len(p) == 32
             times.append(time.perf_counter() - t)
         out["loader_ms_per_batch"] = round(1000 * sorted(times)[len(times) // 2], 2)
     return out
+
+
+def _rows(columns: dict) -> list[dict]:
+    """A column dict (``dataset[list_of_indices]``) as rows."""
+    keys = list(columns)
+    return [dict(zip(keys, vals, strict=True)) for vals in zip(*columns.values(), strict=True)]
 
 
 def step_ms() -> float:
@@ -122,7 +170,8 @@ def step_ms() -> float:
     return 1000 * sorted(times[1:])[len(times[1:]) // 2]
 
 
-def corpus_child(n: int, out: str) -> dict:
+def corpus_child(n: int, out: str, resume: bool = False) -> dict:
+    import numpy as np
     import torch
     from transformers import BertConfig, BertModel
 
@@ -150,13 +199,27 @@ def corpus_child(n: int, out: str) -> dict:
     texts = [" ".join(rng.choices(WORDS, k=20)) for _ in range(n)]
     base = _peak_mb()
     t0 = time.perf_counter()
-    encode_to_shards(enc, texts, "passage", Path(out) / f"emb{n}", shard_size=10_000, progress=False)
-    return {
+    emb = encode_to_shards(enc, texts, "passage", Path(out) / f"emb{n}", shard_size=10_000, progress=False)
+    result = {
         "n": n,
         "encode_s": round(time.perf_counter() - t0, 1),
         "peak_mb": round(_peak_mb(), 1),
         "before_encode_mb": round(base, 1),
     }
+    if resume:  # kill after the second shard, then resume: only the missing shards are encoded again
+        folder = Path(out) / f"resume{n}"
+
+        def kill(i):
+            if i == 1:
+                raise KeyboardInterrupt
+
+        with contextlib.suppress(KeyboardInterrupt):
+            encode_to_shards(enc, texts, "passage", folder, shard_size=10_000, progress=False, on_shard=kill)
+        written: list[int] = []
+        again = encode_to_shards(enc, texts, "passage", folder, shard_size=10_000, progress=False, on_shard=written.append)
+        same = all(o1 == o2 and np.array_equal(a, b) for (o1, a), (o2, b) in zip(emb.shards(), again.shards(), strict=True))
+        result.update({"resumed_shards": written, "total_shards": -(-n // 10_000), "resumed_equal": same})
+    return result
 
 
 def run_child(*args: str) -> dict:
@@ -171,6 +234,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--corpus", type=int, nargs="*", default=[50_000, 200_000])
     ap.add_argument("--list-max", type=int, default=100_000, help="largest N for today's path (it needs ~23 MB / 1k items)")
+    ap.add_argument("--map-max", type=int, default=100_000, help="largest N for the map(num_proc) tokenization")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -178,7 +242,10 @@ def main() -> None:
         if kind == "step":
             print(json.dumps({"ms": step_ms()}))
         else:
-            print(json.dumps(corpus_child(int(rest[0]), rest[1]) if kind == "corpus" else child(kind, *rest)))
+            if kind == "corpus":
+                print(json.dumps(corpus_child(int(rest[0]), rest[1], resume=rest[2:] == ["resume"])))
+            else:
+                print(json.dumps(child(kind, *rest)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -194,6 +261,8 @@ def main() -> None:
                 rows.append(("list + up-front tokenization", run_child("list", str(path), cache)))
             rows.append(("item store, cold", run_child("store", str(path), cache)))
             rows.append(("item store, warm", run_child("store", str(path), cache)))
+            if n <= args.map_max:
+                rows.append(("item store + map(num_proc=2) tokenized", run_child("map", str(path), cache)))
             for name, r in rows:
                 loader = r.get("loader_ms_per_batch")
                 share = f"{loader:.1f} ms ({100 * loader / step:.1f} %)" if loader else "—"
@@ -201,12 +270,17 @@ def main() -> None:
                     f"| {n:,} | {name} | {r['first_batch_s']:.1f} s | {r['peak_mb']:.0f} MB ({r['peak_mb'] - r['base_mb']:+.0f} over the tokenizer's) | {share} |"
                 )
             path.unlink()
-        print("\n| passages | encode (tiny model) | peak RSS |")
-        print("|---|---|---|")
-        for n in args.corpus:
-            r = run_child("corpus", str(n), str(tmp))
+        print("\n| passages | encode (tiny model) | peak RSS | killed after shard 2, resumed |")
+        print("|---|---|---|---|")
+        for i, n in enumerate(args.corpus):
+            r = run_child("corpus", str(n), str(tmp), *(["resume"] if i == 0 else []))
+            resumed = (
+                f"re-encoded shards {r['resumed_shards']} of {r['total_shards']}, equal: {r['resumed_equal']}"
+                if "resumed_shards" in r
+                else "—"
+            )
             print(
-                f"| {n:,} | {r['encode_s']:.0f} s | {r['peak_mb']:.0f} MB ({r['peak_mb'] - r['before_encode_mb']:+.0f} during the encode) |"
+                f"| {n:,} | {r['encode_s']:.0f} s | {r['peak_mb']:.0f} MB ({r['peak_mb'] - r['before_encode_mb']:+.0f} during the encode) | {resumed} |"
             )
 
 
