@@ -10,17 +10,21 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MaxMetric, MinMetric
 
 from hybrid_retrieval.data.beir import load_beir
+from hybrid_retrieval.data.image_text import load_image
 from hybrid_retrieval.evaluation.adhoc import ADHOC_METRICS, evaluate_adhoc
 from hybrid_retrieval.evaluation.encode import encode_texts
+from hybrid_retrieval.evaluation.image_text_eval import ImageTextResult, evaluate_image_text
 from hybrid_retrieval.evaluation.lareqa_eval import EvalResult, evaluate_embeddings
 from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.distributed import all_gather_variable
+from hybrid_retrieval.models.image_text import TorchmetricsCLIP
 from hybrid_retrieval.plots import heatmap
 
 log = logging.getLogger(__name__)
@@ -285,6 +289,139 @@ class AdhocEvaluator(L.Callback):
                     json.dumps(payload, indent=1)
                 )
         _broadcast_and_log(trainer, pl_module, flat, self.prefix, self.best, prog_bar=None)
+
+
+class ImageTextEvaluator(L.Callback):
+    """Image–text evaluation each validation epoch (:mod:`hybrid_retrieval.evaluation.image_text_eval`).
+
+    Image embeddings come from the validation steps (gathered from every rank); captions are encoded here on
+    rank 0. Logged: ``{prefix}/t2i/{X}/r@k``, ``{prefix}/i2t/{X}/r@k`` and their macro averages,
+    ``{prefix}/caption/{X}-{Y}/map`` (+ mono / cross averages), ``{prefix}/multi/map``, ``{prefix}/multi/rank_distance``,
+    ``{prefix}/clipscore/{X}`` (torchmetrics' CLIPScore on a whole CLIP model, the same formula otherwise), best-so-far
+    values, a JSON per evaluation in ``out_dir`` and, with W&B, a per-language table and the caption-mAP heatmap."""
+
+    def __init__(self, prefix: str = "val", out_dir: str | None = None, batch_size: int = 128, plot: bool = True):
+        super().__init__()
+        self.prefix, self.out_dir, self.batch_size, self.plot = prefix, out_dir, int(batch_size), plot
+        self.last: ImageTextResult | None = None
+        self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.best = BestSoFar({"t2i/r@1": "max", "i2t/r@1": "max", "caption/cross/map": "max", "multi/map": "max"})
+
+    def state_dict(self) -> dict:
+        return {"best": self.best.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best.load_state_dict(state_dict.get("best", {}))
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._chunks = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if outputs is not None:
+            self._chunks.append(outputs)
+
+    @torch.no_grad()
+    def _clipscores_torchmetrics(self, pl_module, dm, owner, langs) -> dict[str, float]:
+        from torchmetrics.multimodal.clip_score import CLIPScore  # noqa: PLC0415 - only for a whole CLIP model
+
+        enc = pl_module.encoder
+        out = {}
+        for x in sorted(set(langs)):
+            metric = CLIPScore(model_name_or_path=lambda: (TorchmetricsCLIP(enc.clip_model), enc.clip_processor))
+            rows = [(o, t) for o, t, lang in zip(owner, dm.eval_caption_texts, langs, strict=True) if lang == x]
+            for lo in range(0, len(rows), self.batch_size):
+                chunk = rows[lo : lo + self.batch_size]
+                images = [torch.from_numpy(np.array(load_image(dm.eval_items[o].image))).permute(2, 0, 1) for o, _ in chunk]
+                metric.update(images, [t for _, t in chunk])
+            out[x] = float(metric.compute())
+        return out
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        dm = trainer.datamodule
+        chunks, self._chunks = self._chunks, []
+        dim = pl_module.encoder.dim
+        index = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
+        emb = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dim)
+        images = gather_rows(trainer, pl_module, index, emb, len(dm.eval_items))  # (N, dim) on rank 0
+        flat = None
+        if trainer.is_global_zero and images is not None:
+            t0 = time.perf_counter()
+            texts, owner, langs = dm.eval_captions()
+            dm.eval_caption_texts = texts
+            enc = pl_module.encoder
+            was = enc.training
+            enc.eval()
+            with torch.no_grad():
+                caps = torch.cat(
+                    [
+                        enc.encode_texts(texts[i : i + self.batch_size], cache=True).cpu()
+                        for i in range(0, len(texts), self.batch_size)
+                    ]
+                )  # (M, dim)
+            enc.train(was)
+            scores = self._clipscores_torchmetrics(pl_module, dm, owner, langs) if enc.clip_model is not None else None
+            result = evaluate_image_text(images, caps, owner, langs, [it.key for it in dm.eval_items], clipscores=scores)
+            self.last = result
+            flat = {k.split("/", 1)[1]: v for k, v in result.flat(self.prefix).items()}
+            log.info(
+                "epoch %d image–text: t2i R@1 %.4f | i2t R@1 %.4f | caption cross mAP %.4f | multi mAP %.4f | "
+                "rank distance %.1f | CLIPScore %.2f (%.1fs)",
+                trainer.current_epoch,
+                flat["t2i/r@1"],
+                flat["i2t/r@1"],
+                flat.get("caption/cross/map", float("nan")),
+                flat["multi/map"],
+                flat["multi/rank_distance"],
+                flat["clipscore"],
+                time.perf_counter() - t0,
+            )
+            self._write(trainer, result, flat)
+            self._to_wandb(trainer, result)
+        elif trainer.is_global_zero:
+            log.warning("image–text metrics skipped: validation did not cover every image (limit_val_batches?)")
+        _broadcast_and_log(trainer, pl_module, flat, self.prefix, self.best, prog_bar="t2i/r@1")
+
+    def _write(self, trainer, result: ImageTextResult, flat: dict[str, float]) -> None:
+        if not self.out_dir:
+            return
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "languages": result.languages,
+            "n_images": result.n_images,
+            "metrics": flat,
+        }
+        (out / LareqaEvaluator.file_name(trainer)).write_text(json.dumps(payload, indent=1))
+
+    def _to_wandb(self, trainer, result: ImageTextResult) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers:
+            return
+        import wandb  # noqa: PLC0415 - slow to import (~2 s) and only needed when W&B logging is on
+
+        cols = ["language", *(f"t2i/r@{k}" for k in (1, 5, 10)), *(f"i2t/r@{k}" for k in (1, 5, 10)), "clipscore", "mean_rank"]
+        rows = [
+            [
+                x,
+                *(result.t2i[x][f"r@{k}"] for k in (1, 5, 10)),
+                *(result.i2t[x][f"r@{k}"] for k in (1, 5, 10)),
+                result.clipscore[x],
+                result.mean_rank[x],
+            ]
+            for x in result.languages
+        ]
+        payload = {f"{self.prefix}/languages": wandb.Table(columns=cols, data=rows)}
+        if self.plot:
+            fig = heatmap(result.caption_map, result.languages, title=f"{self.prefix} caption mAP (query → candidate language)")
+            payload[f"{self.prefix}/caption_map_heatmap"] = wandb.Image(fig)
+            import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import; only plots need it
+
+            plt.close(fig)
+        loggers[0].experiment.log({**payload, "trainer/global_step": trainer.global_step})
 
 
 class PreemptionCheckpoint(L.Callback):

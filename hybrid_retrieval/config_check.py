@@ -65,6 +65,9 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError("ckpt_path", ckpt, "expected an existing checkpoint file")
         if not zipfile.is_zipfile(str(ckpt)):
             raise ConfigError("ckpt_path", ckpt, "not a complete PyTorch checkpoint (truncated or another format)")
+    if str(_get(cfg, "data._target_", "")).endswith("ImageTextDataModule"):
+        _validate_image_text(cfg)
+        return
     fmt = _get(cfg, "data.train.format", "lareqa")
     if fmt not in TRAIN_FORMATS:
         raise ConfigError("data.train.format", fmt, f"expected one of {', '.join(TRAIN_FORMATS)}")
@@ -165,6 +168,42 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             "model.encoder.name", name, f"not a local path nor in the HF cache while offline; use {OFFLINE_MODEL_NAME!r}"
         )
+
+
+IMAGE_TEXT_FORMATS = ("jsonl", "xm3600", "synthetic")
+
+
+def _validate_image_text(cfg: DictConfig) -> None:
+    """The image–text experiment's keys (``conf/data/image_text.yaml``, ``conf/model/image_text.yaml``)."""
+    for side in ("train", "eval"):
+        fmt = _get(cfg, f"data.{side}.format", "jsonl")
+        if fmt not in IMAGE_TEXT_FORMATS:
+            raise ConfigError(f"data.{side}.format", fmt, f"expected one of {', '.join(IMAGE_TEXT_FORMATS)}")
+        if fmt != "synthetic":
+            path = _get(cfg, f"data.{side}.path")
+            if path is None or not Path(str(path)).exists():
+                raise ConfigError(f"data.{side}.path", path, "expected an existing image–caption JSONL (or XM3600 folder)")
+        else:
+            _int(cfg, f"data.{side}.renderings")
+    _int(cfg, "data.batch_size", lo=2)
+    _int(cfg, "data.image_size", lo=8)
+    alpha = _get(cfg, "data.sampler.alpha", 0.5)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= float(alpha) <= 1.0:
+        raise ConfigError("data.sampler.alpha", alpha, "expected a probability in [0, 1]")
+    mode = _get(cfg, "data.sampler.cross_mode", "example")
+    if mode != "example":
+        raise ConfigError(
+            "data.sampler.cross_mode", mode, "image–text mixed batches draw a caption language per example: 'example'"
+        )
+    _int(cfg, "data.sampler.batches_per_epoch", allow_none=True)
+    lr = _get(cfg, "model.optimizer.lr", 1e-3)
+    if not isinstance(lr, int | float) or lr <= 0:
+        raise ConfigError("model.optimizer.lr", lr, "expected a positive learning rate")
+    w = _get(cfg, "model.text_pair_weight", 0.0)
+    if isinstance(w, bool) or not isinstance(w, int | float) or w < 0:
+        raise ConfigError("model.text_pair_weight", w, "expected a weight >= 0 (0 = no caption→caption pairs)")
+    _int(cfg, "trainer.max_epochs", lo=-1, allow_none=True)
+    _int(cfg, "trainer.max_steps", lo=-1, allow_none=True)
 
 
 def _adhoc_callbacks(cfg: DictConfig) -> None:

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_retrieval import sweeps
-from hybrid_retrieval.callbacks import LareqaEvaluator
+from hybrid_retrieval.callbacks import ImageTextEvaluator, LareqaEvaluator
 from hybrid_retrieval.cli import exit_on_user_error, install_hydra_error_handler, remove_unused_run_dir, user_message
 from hybrid_retrieval.config_check import validate_config
 from hybrid_retrieval.errors import ConfigError
@@ -106,10 +106,20 @@ def train(cfg: DictConfig) -> float | None:
             sweeps.write_json_atomic(path, record)
         if cfg.get("results_dir") and (out_dir / "checkpoints").exists() and _is_multirun():
             shutil.rmtree(out_dir / "checkpoints")  # the job is finished: its resume checkpoint is no longer needed
-        macro = {k: v for k, v in metrics.items() if k.count("/") == 2 and k.split("/")[1] in ("mono", "cross", "multi")}
+        groups = ("mono", "cross", "multi", "t2i", "i2t", "caption", "clipscore")
+        macro = {
+            k: v
+            for k, v in metrics.items()
+            if (k.count("/") == 2 and k.split("/")[1] in groups and not k.split("/")[2].startswith("mean_rank"))
+            or k.endswith("/clipscore")
+            or (k.count("/") == 3 and k.split("/")[1] == "caption" and k.split("/")[2] in ("mono", "cross"))
+        }
         print("\n=== hybrid_retrieval: run finished ===")
         for k in sorted(macro):
             print(f"  {k:<28} {macro[k]:.4f}")
+        for c in trainer.callbacks:
+            if isinstance(c, ImageTextEvaluator) and c.last is not None:
+                print(c.last.table())  # per language: recall both ways, CLIPScore, rank in the multilingual pool
         print(f"  wall time                    {summary['wall_time_s']:.1f} s ({trainer.global_step} steps)")
         print(f"  run directory                {out_dir}")
         print(f"  checkpoint                   {ckpt or '(none)'}")
@@ -156,9 +166,9 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "seed": cfg.get("seed"),
         "lr": float(cfg.model.optimizer.lr),
         "mask_duplicates": bool(cfg.model.loss.get("mask_duplicates", False)),
-        "train_layers": cfg.model.encoder.get("train_layers"),
-        "encoder": cfg.model.encoder.name,
-        "max_length": int(cfg.model.encoder.max_length),
+        "train_layers": OmegaConf.select(cfg, "model.encoder.train_layers", default=None),
+        "encoder": OmegaConf.select(cfg, "model.encoder.name", default=None) or _describe_target(cfg.model.encoder),
+        "max_length": OmegaConf.select(cfg, "model.encoder.max_length", default=None),
         "steps": int(trainer.global_step),
         "skipped_batches": int(getattr(model, "skipped_batches", 0)),
         "sampling": datamodule.sampling_record(int(trainer.global_step)),
@@ -167,6 +177,13 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "pairs": pairs,
         "overrides": _task_overrides(),
     }
+
+
+def _describe_target(node) -> str:
+    """A model config without a ``name`` (the image–text encoder): its target and its towers' names."""
+    towers = {k: OmegaConf.select(node, f"{k}.name", default=None) for k in ("image_tower", "text_tower")}
+    parts = [f"{k}={v}" for k, v in towers.items() if v]
+    return f"{node.get('_target_', '?')}({', '.join(parts)})"
 
 
 def _task_overrides() -> list[str]:

@@ -1,0 +1,322 @@
+"""Image–text dual encoder and its LightningModule: an image tower and a text tower, each projected to a shared
+space, either tower lockable (LiT: locked image tower, trained text tower, as multilingual CLIP models are made).
+
+Towers:
+
+* image: ``small_cnn`` (trained from scratch; the offline synthetic check), a transformers vision model by name
+  or path (``CLIPVisionModel``, ``SiglipVisionModel``, ``ViTModel``; pooled output), or a whole CLIP / SigLIP
+  checkpoint (its ``get_image_features``: the image side of M-CLIP-style models);
+* text: the project's :class:`~hybrid_retrieval.models.encoder.DualEncoder` (any text model it loads; captions
+  are encoded as queries), or the text side of a whole CLIP / SigLIP checkpoint (:meth:`ImageTextEncoder.from_hub`).
+
+A locked tower runs in eval mode without gradients and its outputs are cached per training image / caption:
+each is encoded once per run (the frozen-prefix idea). Hub names load with the real ``from_pretrained``; offline,
+a name that is not cached is one line naming the config key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from transformers import AutoImageProcessor, AutoModel, AutoProcessor
+
+from hybrid_retrieval.data.image_text import simple_preprocess
+from hybrid_retrieval.models.distributed import average_gradients
+from hybrid_retrieval.models.encoder import DualEncoder, resolve_model_path
+from hybrid_retrieval.models.loss import InfoNCELoss
+from hybrid_retrieval.models.module import planned_steps
+
+SMALL_CNN = "small_cnn"
+
+
+def _from_pretrained(loader, key: str, name: str, **kwargs):
+    try:
+        return loader.from_pretrained(resolve_model_path(name), **kwargs)
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+        raise OSError(
+            f"{key}={name!r}: not a local directory and could not be loaded from the Hugging Face Hub"
+            f"{' (HF_HUB_OFFLINE=1)' if offline else ''}; use a cached hub name or a local path "
+            f"({err.__class__.__name__}: {str(err).splitlines()[0]})"
+        ) from err
+
+
+class SmallConvNet(nn.Module):
+    """Three conv blocks and a linear layer over the flattened map (positions matter, so no global pooling)."""
+
+    def __init__(self, image_size: int = 32, width: int = 32, out_dim: int = 256):
+        super().__init__()
+        if image_size % 8:
+            raise ValueError(f"image_size={image_size}: expected a multiple of 8 for the small CNN")
+        layers, c = [], 3
+        for w in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c * (image_size // 8) ** 2, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(pixel_values).flatten(1))  # (B, out_dim)
+
+
+class ImageTower(nn.Module):
+    """``name``: ``small_cnn``, a vision model, or a whole CLIP / SigLIP checkpoint (name or local path)."""
+
+    def __init__(self, name: str = SMALL_CNN, image_size: int = 32, width: int = 32, out_dim: int = 256):
+        super().__init__()
+        self.name, self.image_size = name, int(image_size)
+        self.processor = None
+        if name == SMALL_CNN:
+            self.model = SmallConvNet(image_size, width, out_dim)
+            self.out_dim = out_dim
+            return
+        self.model = _from_pretrained(AutoModel, "model.image_tower.name", name)
+        self.processor = _from_pretrained(AutoImageProcessor, "model.image_tower.name", name)
+        cfg = self.model.config
+        if hasattr(self.model, "get_image_features"):  # a whole CLIP / SigLIP: its projected image features
+            self.out_dim = int(getattr(cfg, "projection_dim", None) or cfg.vision_config.hidden_size)
+        else:
+            self.out_dim = int(cfg.hidden_size)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        if self.processor is None:
+            return simple_preprocess(images, self.image_size)
+        return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.name == SMALL_CNN:
+            return self.model(pixel_values)
+        if hasattr(self.model, "get_image_features"):
+            out = self.model.get_image_features(pixel_values=pixel_values)
+            return out if isinstance(out, torch.Tensor) else out.pooler_output
+        out = self.model(pixel_values=pixel_values)
+        pooled = getattr(out, "pooler_output", None)
+        return pooled if pooled is not None else out.last_hidden_state[:, 0]  # (B, hidden)
+
+
+class TextTower(nn.Module):
+    """The project's text encoder (captions encoded as ``kind``, by default as queries)."""
+
+    def __init__(self, encoder: DualEncoder, kind: str = "query"):
+        super().__init__()
+        self.encoder, self.kind = encoder, kind
+        self.out_dim = encoder.dim
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        dev = next(self.encoder.parameters()).device
+        feats = {k: v.to(dev) for k, v in self.encoder.tokenize(texts, self.kind).items()}
+        return self.encoder.encode(feats, self.kind)  # (B, dim)
+
+
+class HubTextTower(nn.Module):
+    """The text side of a whole CLIP / SigLIP checkpoint (its tokenizer and ``get_text_features``)."""
+
+    def __init__(self, model: nn.Module, processor, max_length: int = 64):
+        super().__init__()
+        self.model, self.processor, self.max_length = model, processor, max_length
+        cfg = model.config
+        self.out_dim = int(getattr(cfg, "projection_dim", None) or cfg.text_config.hidden_size)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        dev = next(self.model.parameters()).device
+        enc = self.processor(text=list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = {k: v.to(dev) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        out = self.model.get_text_features(**enc)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+class TorchmetricsCLIP(nn.Module):
+    """A whole CLIP as torchmetrics' CLIPScore expects it: torchmetrics 1.9 divides ``get_*_features(...)`` by its
+    norm, but transformers 5 returns an output object there (the projected features in ``pooler_output``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    @staticmethod
+    def _tensor(out) -> torch.Tensor:
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    def get_image_features(self, *args, **kwargs) -> torch.Tensor:
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args, **kwargs) -> torch.Tensor:
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+
+class ImageTextEncoder(nn.Module):
+    """Image and text towers with projections to ``dim`` (``projection=false`` keeps a whole CLIP's own space).
+
+    ``encode_images`` / ``encode_texts`` return L2-normalised (B, dim) embeddings. ``cache_keys`` (training):
+    a locked tower's outputs are kept per key and computed once."""
+
+    def __init__(
+        self,
+        image_tower: ImageTower,
+        text_tower: nn.Module,
+        dim: int = 256,
+        lock_image: bool = False,
+        lock_text: bool = True,
+        projection: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(text_tower, nn.Module) or not hasattr(text_tower, "out_dim"):
+            text_tower = TextTower(text_tower)
+        self.image_tower, self.text_tower = image_tower, text_tower
+        self.lock_image, self.lock_text = bool(lock_image), bool(lock_text)
+        if lock_image and lock_text and not projection:
+            raise ValueError("model.lock_image=true and model.lock_text=true without projections: nothing would train")
+        self.dim = int(dim) if projection else int(image_tower.out_dim)
+        if not projection and image_tower.out_dim != text_tower.out_dim:
+            raise ValueError(
+                f"model.projection=false needs towers of equal width (image {image_tower.out_dim}, text {text_tower.out_dim})"
+            )
+        self.image_proj = nn.Linear(image_tower.out_dim, self.dim, bias=False) if projection else nn.Identity()
+        self.text_proj = nn.Linear(text_tower.out_dim, self.dim, bias=False) if projection else nn.Identity()
+        for tower, locked in ((self.image_tower, lock_image), (self.text_tower, lock_text)):
+            if locked:
+                tower.requires_grad_(False)
+        self._cache: dict[str, dict] = {"image": {}, "text": {}}
+        self.clip_model = None  # set by from_hub for a whole CLIP (CLIPScore through torchmetrics)
+        self.clip_processor = None
+        self.train(True)
+
+    @classmethod
+    def from_hub(cls, name: str, lock_image: bool = False, lock_text: bool = False, max_length: int = 64, **kwargs):
+        """Both towers of one CLIP / SigLIP checkpoint (name or local path), in its own embedding space."""
+        model = _from_pretrained(AutoModel, "model.name", name, **kwargs)
+        processor = _from_pretrained(AutoProcessor, "model.name", name, **kwargs)
+        image = ImageTower.__new__(ImageTower)
+        nn.Module.__init__(image)
+        image.name, image.model, image.processor = name, model, processor.image_processor
+        image.image_size = int(getattr(model.config.vision_config, "image_size", 224))
+        image.out_dim = int(getattr(model.config, "projection_dim", None) or model.config.vision_config.hidden_size)
+        text = HubTextTower(model, processor, max_length)
+        enc = cls(image, text, lock_image=lock_image, lock_text=lock_text, projection=False)
+        if type(model).__name__ == "CLIPModel":
+            enc.clip_model, enc.clip_processor = model, processor
+        return enc
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for tower, locked in ((self.image_tower, self.lock_image), (self.text_tower, self.lock_text)):
+            if locked:
+                tower.eval()  # a locked tower never uses dropout / batch statistics: its cached outputs stay valid
+        return self
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.image_tower.preprocess(images)
+
+    def _tower_out(self, kind: str, tower: Callable, inputs, keys: Sequence | None, locked: bool) -> torch.Tensor:
+        if not locked:
+            return tower(inputs)
+        if keys is None:
+            with torch.no_grad():
+                return tower(inputs)
+        cache = self._cache[kind]
+        missing = [i for i, k in enumerate(keys) if k not in cache]
+        if missing:
+            sub = inputs[missing] if isinstance(inputs, torch.Tensor) else [inputs[i] for i in missing]
+            with torch.no_grad():
+                out = tower(sub).detach()
+            for i, row in zip(missing, out, strict=True):
+                cache[keys[i]] = row
+        return torch.stack([cache[k] for k in keys])
+
+    def encode_images(self, pixel_values: torch.Tensor, cache_keys: Sequence | None = None) -> torch.Tensor:
+        feats = self._tower_out("image", self.image_tower, pixel_values, cache_keys, self.lock_image)  # (B, d_img)
+        return F.normalize(self.image_proj(feats.float()), dim=-1)  # (B, dim)
+
+    def encode_texts(self, texts: list[str], cache: bool = False) -> torch.Tensor:
+        feats = self._tower_out("text", self.text_tower, list(texts), list(texts) if cache else None, self.lock_text)
+        return F.normalize(self.text_proj(feats.float()), dim=-1)  # (B, dim)
+
+
+class ImageTextModule(L.LightningModule):
+    """Symmetric InfoNCE over (caption, image) pairs of a hybrid batch (+ optional caption→caption pairs).
+
+    One backward per step, then gradients averaged across ranks (as the text module does; its DDP exactness is
+    tested for the text module only). No gradient caching here: image–text batches are sized to memory."""
+
+    def __init__(
+        self,
+        encoder: ImageTextEncoder,
+        loss: InfoNCELoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., object] | None = None,
+        text_pair_weight: float = 0.0,
+        warmup_ratio: float = 0.1,
+        gradient_clip_val: float | None = 1.0,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.encoder, self.loss_fn = encoder, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.text_pair_weight, self.warmup_ratio = float(text_pair_weight), float(warmup_ratio)
+        self.gradient_clip_val = gradient_clip_val
+        self.skipped_batches = 0
+
+    def on_train_epoch_start(self) -> None:
+        dm = self.trainer.datamodule
+        if dm is not None and hasattr(dm, "set_epoch"):
+            dm.set_epoch(self.current_epoch)
+
+    def batch_loss(self, batch: dict) -> torch.Tensor:
+        keys = [f"train{int(i)}" for i in batch["index"]]
+        img = self.encoder.encode_images(batch["pixel_values"], cache_keys=keys)  # (B, dim)
+        txt = self.encoder.encode_texts(batch["captions"], cache=True)  # (B, dim)
+        loss = self.loss_fn(txt, img, p_keys=batch["keys"]) if self.loss_fn.mask_duplicates else self.loss_fn(txt, img)
+        pairs = [i for i, c in enumerate(batch["pair_captions"]) if c is not None]
+        if self.text_pair_weight > 0 and len(pairs) > 1:
+            other = self.encoder.encode_texts([batch["pair_captions"][i] for i in pairs], cache=True)  # (b, dim)
+            sel = torch.tensor(pairs, device=img.device)
+            k = batch["keys"][sel]
+            pair_loss = self.loss_fn(txt[sel], other, p_keys=k) if self.loss_fn.mask_duplicates else self.loss_fn(txt[sel], other)
+            loss = loss + self.text_pair_weight * pair_loss
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        ddp = self.trainer.model if self._trainer is not None else None
+        if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
+            ddp.require_backward_grad_sync = False
+        loss = self.batch_loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite image–text loss at step {self.global_step} (batch {batch_idx})")
+        self.manual_backward(loss)
+        average_gradients(self.parameters())
+        if self.gradient_clip_val:
+            self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        opt.step()
+        sch = self.lr_schedulers()
+        if sch is not None:
+            sch.step()
+        langs = batch["caption_langs"]
+        n = len(langs)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
+        self.log("train/temperature", 1.0 / self.loss_fn.scale.detach(), batch_size=n)
+        self.log("train/mono_batch", float(len(set(langs)) == 1), batch_size=n)
+        return loss
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return opt
+        trainer = self.trainer
+        per_epoch = trainer.datamodule.train_batches_per_epoch(trainer.world_size)
+        total = max(1, planned_steps(per_epoch, trainer.limit_train_batches, trainer.max_epochs, trainer.max_steps))
+        sch = self.scheduler_factory(optimizer=opt, num_warmup_steps=int(self.warmup_ratio * total), num_training_steps=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": "step"}}
+
+    def validation_step(self, batch, batch_idx: int):
+        """(image indices (b,), image embeddings (b, dim)) on the CPU for :class:`ImageTextEvaluator`."""
+        index, pixels = batch
+        return index.cpu(), self.encoder.encode_images(pixels).detach().cpu()
