@@ -402,7 +402,7 @@ def test_synthetic_experiment_trains_and_evaluates_through_the_cli(tmp_path, tin
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "val/t2i/r@1" in proc.stdout and "val/clipscore" in proc.stdout and "val/multi/rank_distance" in proc.stdout
-    table = proc.stdout[proc.stdout.index("lang "):]
+    table = proc.stdout[proc.stdout.index("lang ") :]
     assert table.splitlines()[1].split()[0] == "de" and table.splitlines()[2].split()[0] == "en"  # a line per language
     assert "192 images; chance t2i R@1 = 0.0052" in table
     (ev,) = (run / "eval").glob("epoch*.json")
