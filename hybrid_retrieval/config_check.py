@@ -72,6 +72,11 @@ def validate_config(cfg: DictConfig) -> None:
     if fmt not in TRAIN_FORMATS:
         raise ConfigError("data.train.format", fmt, f"expected one of {', '.join(TRAIN_FORMATS)}")
     keys = ["data.train.root" if fmt == "lareqa" else "data.train.path", "data.eval.root"]
+    if fmt == "hub":  # a dataset name (or a local folder of data files), loaded by datasets.load_dataset
+        name = _get(cfg, "data.train.path")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError("data.train.path", name, "expected a Hugging Face dataset name or a local folder (format hub)")
+        keys = ["data.eval.root"]
     if fmt == "aligned":
         files = _get(cfg, "data.train.files")
         if not isinstance(files, DictConfig) or not files:

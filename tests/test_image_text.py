@@ -285,6 +285,26 @@ def test_whole_clip_from_a_local_checkpoint_and_clipscore_equals_torchmetrics(ti
     assert ours > 0  # a random model has some positive similarity here: the comparison is not 0 == 0
 
 
+def test_hub_config_locks_one_half_of_a_whole_clip(tiny_clip_dir):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from hybrid_retrieval.paths import CONFIG_DIR
+    from hybrid_retrieval.sweeps import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train", overrides=["+experiment=image_text_synthetic", "model=image_text_hub", f"model.encoder.name={tiny_clip_dir}"]
+        )
+    module = instantiate(cfg.model)
+    clip = module.encoder.clip_model
+    assert not any(p.requires_grad for p in clip.vision_model.parameters()) and not clip.visual_projection.weight.requires_grad
+    assert all(p.requires_grad for p in clip.text_model.parameters()) and clip.text_projection.weight.requires_grad
+    module.encoder.train()
+    assert not clip.vision_model.training and clip.text_model.training
+
+
 def test_vision_towers_from_local_checkpoints(tmp_path, tiny_clip_dir):
     from transformers import CLIPVisionModel, ViTConfig, ViTImageProcessor, ViTModel
 

@@ -77,6 +77,40 @@ def test_jsonl_parquet_saved_and_aligned_sources_give_the_same_items(tmp_path):
     assert sorted((i, v) for i, _, v in _flat(aligned)) == sorted((i, v) for i, _, v in _flat(reference))
 
 
+def test_hub_format_goes_through_load_dataset_and_fails_offline_in_one_line(tmp_path, monkeypatch):
+    """format=hub is the real ``datasets.load_dataset`` call: here on a local folder of Parquet files (what a Hub
+    dataset repository holds); a name that is not cached, offline, is one line naming it."""
+    import datasets
+
+    from hybrid_retrieval.data.item_store import HubDataset
+
+    reference = load_jsonl_items(_jsonl(tmp_path / "train.jsonl"))
+    rows = [
+        {
+            "id": it.item_id,
+            "title": it.title,
+            "langs": it.languages,
+            "query": [it.views[x].query for x in it.languages],
+            "positive": [it.views[x].positive for x in it.languages],
+            "negatives": [list(it.views[x].negatives) for x in it.languages],
+        }
+        for it in reference
+    ]
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "repo" / "data" / "train-00000.parquet"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    store = build_store(HubDataset(str(tmp_path / "repo")), root=tmp_path / "cache")
+    assert _flat(store) == _flat(reference)
+    assert build_store(HubDataset(str(tmp_path / "repo")), root=tmp_path / "cache").folder == store.folder  # reused
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataFormatError) as err:
+        build_store(HubDataset("someone/not-a-cached-dataset"), root=tmp_path / "cache")
+    msg = str(err.value)
+    assert msg.startswith("someone/not-a-cached-dataset: dataset: a dataset datasets.load_dataset can load (offline")
+    assert "\n" not in msg
+
+
 def test_the_sampler_draws_the_same_batches_from_the_store(tmp_path):
     src = _jsonl(tmp_path / "train.jsonl", n=60)
     items, store = load_jsonl_items(src), build_store(src, root=tmp_path / "cache")

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.data.guard import check_zero_shot
-from hybrid_retrieval.data.item_store import ItemStore, build_store
+from hybrid_retrieval.data.item_store import HubDataset, ItemStore, build_store
 from hybrid_retrieval.data.lareqa import DevSplit, LareqaDataset, load_lareqa, split_dev, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
 from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, ItemLanguages, sampling_record
@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 VALIDATE_ON = ("eval", "dev")
 #: Training data formats: lareqa (a benchmark folder), jsonl (parallel items), parquet / arrow (the item store's
 #: columns: a file, or a datasets.save_to_disk folder), aligned (per-language JSONL files by id: data.train.files).
-TRAIN_FORMATS = ("lareqa", "jsonl", "parquet", "arrow", "aligned")
+#: hub: ``datasets.load_dataset(data.train.path, data.train.config, split=data.train.split)`` with the same columns.
+TRAIN_FORMATS = ("lareqa", "jsonl", "parquet", "arrow", "aligned", "hub")
 #: When training texts are tokenized: per drawn example in the loader ("lazy", memory = the texts only) or all
 #: once in setup ("upfront"; always with the frozen-prefix cache, which needs every text's states).
 TOKENIZE = ("lazy", "upfront")
@@ -249,6 +250,9 @@ class HybridDataModule(L.LightningDataModule):
             return build_store(cfg["path"], languages)
         if fmt == "aligned":
             return build_store(dict(cfg["files"]), languages)
+        if fmt == "hub":
+            source = HubDataset(str(cfg["path"]), cfg.get("config"), cfg.get("split") or "train", cfg.get("revision"))
+            return build_store(source, languages)
         raise ValueError(f"data.train.format={fmt!r}: expected one of {', '.join(TRAIN_FORMATS)}")
 
     def _item_languages(self):
@@ -275,6 +279,8 @@ class HybridDataModule(L.LightningDataModule):
         fmt = self.train_cfg.get("format", "lareqa")
         if fmt in ("jsonl", "parquet", "arrow"):
             return Path(str(self.train_cfg["path"])).name
+        if fmt == "hub":
+            return str(self.train_cfg["path"])
         if fmt == "aligned":
             return Path(str(next(iter(dict(self.train_cfg["files"]).values())))).parent.name
         return Path(str(self.train_cfg["root"])).name  # the folder trained on (data.train.name may be stale)

@@ -17,6 +17,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -45,6 +46,30 @@ SCHEMA = pa.schema(
 ROWS_PER_BATCH = 10_000
 
 
+@dataclass(frozen=True)
+class HubDataset:
+    """A dataset loaded with ``datasets.load_dataset`` (a Hub name, or a local folder of data files), with the item
+    store's columns ``id, langs, query, positive[, negatives, title]``."""
+
+    name: str
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+
+    def load(self) -> datasets.Dataset:
+        try:
+            return datasets.load_dataset(self.name, self.config, split=self.split, revision=self.revision)
+        except Exception as err:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            raise DataFormatError(
+                self.name,
+                "dataset",
+                f"a dataset datasets.load_dataset can load{' (offline: HF_HUB_OFFLINE=1)' if offline else ''}: "
+                f"a cached Hub name or a local folder of data files ({type(err).__name__}: {first})",
+            ) from None
+
+
 def _source_files(source) -> list[Path]:
     if isinstance(source, Mapping):
         return [Path(source[lang]) for lang in sorted(source)]
@@ -55,6 +80,9 @@ def _source_files(source) -> list[Path]:
 def store_key(source, languages: Sequence[str] | None) -> str:
     """The cache key: content of every source file, its role, the language filter, the format version."""
     h = hashlib.sha256(f"v{FORMAT_VERSION}|{sorted(languages) if languages else None}".encode())
+    if isinstance(source, HubDataset):  # the loaded table's own fingerprint (datasets: a hash of its files)
+        h.update(json.dumps([source.name, source.config, source.split, source.revision, source.load()._fingerprint]).encode())
+        return h.hexdigest()[:24]
     if isinstance(source, Mapping):
         h.update(json.dumps(sorted(source)).encode())
     for path in _source_files(source):
@@ -67,6 +95,9 @@ def store_key(source, languages: Sequence[str] | None) -> str:
 def iter_source(source, languages: Sequence[str] | None = None) -> Iterator[ParallelItem]:
     """The items of a source, in its order, validated (errors name the file, the line / row and the field)."""
     keep = set(languages) if languages else None
+    if isinstance(source, HubDataset):
+        yield from _iter_rows(source.load(), source.name, keep)
+        return
     if isinstance(source, Mapping):
         yield from _iter_aligned(source, keep)
         return
@@ -79,6 +110,10 @@ def iter_source(source, languages: Sequence[str] | None = None) -> Iterator[Para
 
 def _iter_table(path: Path, keep) -> Iterator[ParallelItem]:
     ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.Dataset.from_parquet(str(path))
+    yield from _iter_rows(ds, path, keep)
+
+
+def _iter_rows(ds: datasets.Dataset, path, keep) -> Iterator[ParallelItem]:
     missing = [c for c in ("id", "langs", "query", "positive") if c not in ds.column_names]
     if missing:
         raise DataFormatError(path, "columns", f"id, langs, query, positive[, negatives, title] (missing: {', '.join(missing)})")
@@ -156,6 +191,13 @@ def _write_table(items: Iterator[ParallelItem], out: Path, source_name: str) -> 
     return n
 
 
+def source_name(source) -> str:
+    """What a source is called in records, progress bars and messages."""
+    if isinstance(source, HubDataset):
+        return source.name
+    return Path(next(iter(source.values()))).parent.name if isinstance(source, Mapping) else Path(source).name
+
+
 def build_store(source, languages: Sequence[str] | None = None, root: Path | None = None, wait_s: float = 3600) -> ItemStore:
     """The :class:`ItemStore` of ``source`` (built if its cache entry is missing; other DDP ranks wait for rank 0)."""
     key = store_key(source, languages)
@@ -163,10 +205,14 @@ def build_store(source, languages: Sequence[str] | None = None, root: Path | Non
     if not (target / "meta.json").exists():
         rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
         if rank == 0:
-            name = Path(next(iter(source.values()))).parent.name if isinstance(source, Mapping) else Path(source).name
+            name = source_name(source)
             with atomic_directory(target, complete="meta.json") as tmp:
                 if not _write_table(iter_source(source, languages), tmp, name):
-                    where = Path(next(iter(source.values()))).parent if isinstance(source, Mapping) else source
+                    where = (
+                        source.name
+                        if isinstance(source, HubDataset)
+                        else (Path(next(iter(source.values()))).parent if isinstance(source, Mapping) else source)
+                    )
                     wanted = f" with a language in {list(languages)}" if languages else ""
                     raise DataFormatError(where, "file", f"at least one parallel item{wanted} (the file has none)")
         else:

@@ -85,6 +85,13 @@ class ImageTower(nn.Module):
         else:
             self.out_dim = int(cfg.hidden_size)
 
+    def own_modules(self) -> list[nn.Module]:
+        """What locking this tower freezes: the vision half of a whole CLIP / SigLIP built by ``from_hub`` (its text
+        half is the text tower), else everything."""
+        if getattr(self, "shared_model", False):
+            return [m for m in (self.model.vision_model, getattr(self.model, "visual_projection", None)) if m is not None]
+        return [self]
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         if self.processor is None:
             return simple_preprocess(images, self.image_size)
@@ -109,6 +116,9 @@ class TextTower(nn.Module):
         self.encoder, self.kind = encoder, kind
         self.out_dim = encoder.dim
 
+    def own_modules(self) -> list[nn.Module]:
+        return [self]
+
     def forward(self, texts: list[str]) -> torch.Tensor:
         dev = next(self.encoder.parameters()).device
         feats = {k: v.to(dev) for k, v in self.encoder.tokenize(texts, self.kind).items()}
@@ -123,6 +133,10 @@ class HubTextTower(nn.Module):
         self.model, self.processor, self.max_length = model, processor, max_length
         cfg = model.config
         self.out_dim = int(getattr(cfg, "projection_dim", None) or cfg.text_config.hidden_size)
+
+    def own_modules(self) -> list[nn.Module]:
+        """The text half of the whole model (the image tower holds the vision half)."""
+        return [m for m in (self.model.text_model, getattr(self.model, "text_projection", None)) if m is not None]
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         dev = next(self.model.parameters()).device
@@ -182,20 +196,36 @@ class ImageTextEncoder(nn.Module):
         self.text_proj = nn.Linear(text_tower.out_dim, self.dim, bias=False) if projection else nn.Identity()
         for tower, locked in ((self.image_tower, lock_image), (self.text_tower, lock_text)):
             if locked:
-                tower.requires_grad_(False)
+                for m in tower.own_modules():
+                    m.requires_grad_(False)
         self._cache: dict[str, dict] = {"image": {}, "text": {}}
         self.clip_model = None  # set by from_hub for a whole CLIP (CLIPScore through torchmetrics)
         self.clip_processor = None
         self.train(True)
 
     @classmethod
-    def from_hub(cls, name: str, lock_image: bool = False, lock_text: bool = False, max_length: int = 64, **kwargs):
-        """Both towers of one CLIP / SigLIP checkpoint (name or local path), in its own embedding space."""
-        model = _from_pretrained(AutoModel, "model.name", name, **kwargs)
-        processor = _from_pretrained(AutoProcessor, "model.name", name, **kwargs)
+    def from_hub(
+        cls,
+        name: str,
+        lock_image: bool = False,
+        lock_text: bool = False,
+        max_length: int = 64,
+        trust_remote_code: bool = False,
+        image_tower=None,
+        text_tower=None,
+        dim=None,
+        projection=None,
+    ):
+        """Both towers of one CLIP / SigLIP checkpoint (name or local path), in its own embedding space.
+
+        ``image_tower``, ``text_tower``, ``dim``, ``projection``: the image_text config group's keys, unused here
+        (conf/model/image_text_hub.yaml sets them to null: Hydra cannot delete inherited keys)."""
+        kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+        model = _from_pretrained(AutoModel, "model.encoder.name", name, **kwargs)
+        processor = _from_pretrained(AutoProcessor, "model.encoder.name", name, **kwargs)
         image = ImageTower.__new__(ImageTower)
         nn.Module.__init__(image)
-        image.name, image.model, image.processor = name, model, processor.image_processor
+        image.name, image.model, image.processor, image.shared_model = name, model, processor.image_processor, True
         image.image_size = int(getattr(model.config.vision_config, "image_size", 224))
         image.out_dim = int(getattr(model.config, "projection_dim", None) or model.config.vision_config.hidden_size)
         text = HubTextTower(model, processor, max_length)
@@ -208,7 +238,8 @@ class ImageTextEncoder(nn.Module):
         super().train(mode)
         for tower, locked in ((self.image_tower, self.lock_image), (self.text_tower, self.lock_text)):
             if locked:
-                tower.eval()  # a locked tower never uses dropout / batch statistics: its cached outputs stay valid
+                for m in tower.own_modules():
+                    m.eval()  # a locked tower never uses dropout / batch statistics: its cached outputs stay valid
         return self
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
