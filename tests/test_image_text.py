@@ -435,3 +435,33 @@ def test_synthetic_experiment_trains_and_evaluates_through_the_cli(tmp_path, tin
     assert final["global_step"] == 6  # ceil(192 / 32)
     if record is not None:
         assert record["sampling"]["realised_alpha"] == 0.5
+
+
+def test_sweep_report_tables_from_records(tmp_path):
+    from tests.conftest import load_script
+
+    report = load_script("image_text_sweep_report.py")
+    (tmp_path / "jobs").mkdir()
+    for b, alpha, seed, r1 in ((16, 0.5, 0, 0.90), (16, 0.5, 1, 0.94), (64, 0.5, 0, 0.97)):
+        metrics = {k: 0.5 for k in report.METRICS} | {"val/t2i/r@1": r1, "val/t2i/en/r@1": r1 - 0.01, "val/t2i/de/r@1": r1 + 0.01}
+        rec = {
+            "status": "ok",
+            "batch_size": b,
+            "alpha": alpha,
+            "seed": seed,
+            "steps": 6144 // b,
+            "sampling": {"pairs": 6144, "realised_alpha": 0.5},
+            "passes_over_images": 4.0,
+            "wall_time_s": 60.0,
+            "commit": "abc",
+            "metrics": metrics,
+        }
+        (tmp_path / "jobs" / f"b{b}s{seed}.json").write_text(json.dumps(rec))
+    (tmp_path / "jobs" / "failed.json").write_text(json.dumps({"status": "failed"}))
+    assert report.main([str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("batch_size,alpha,seeds,steps,pairs,realised_alpha")
+    assert summary[1].startswith("16,0.5,2,384,6144,0.5,0.92,")  # mean of the two seeds
+    per_lang = (tmp_path / "per_language.csv").read_text().splitlines()
+    assert per_lang[0] == "batch_size,alpha,t2i/de,t2i/en" and per_lang[2] == "64,0.5,0.98,0.96"
+    assert (tmp_path / "batch_alpha.png").stat().st_size > 1000

@@ -138,6 +138,36 @@ def test_a_store_is_built_once_and_keyed_by_content(tmp_path):
     assert [p.name for p in (tmp_path / "cache").iterdir() if ".tmp-" in p.name] == []  # nothing half-built
 
 
+def test_a_truncated_source_names_file_and_line_and_leaves_no_cache_entry(tmp_path):
+    import datasets
+
+    src = _jsonl(tmp_path / "train.jsonl", n=30)
+    text = src.read_text(encoding="utf-8")
+    src.write_text(text[: len(text) - 25], encoding="utf-8")  # a copy cut off inside the last line
+    cache = tmp_path / "cache"
+    with pytest.raises(DataFormatError) as err:
+        build_store(src, root=cache)
+    assert str(err.value).startswith(f"{src}: line 30") and "\n" not in str(err.value)
+    assert not cache.exists() or list(cache.iterdir()) == []  # no entry, no temporary: the next run builds afresh
+    good = _jsonl(tmp_path / "good.jsonl", n=30)
+    rows = [
+        {
+            "id": it.item_id,
+            "langs": it.languages,
+            "query": [it.views[x].query for x in it.languages],
+            "positive": [it.views[x].positive for x in it.languages],
+        }
+        for it in load_jsonl_items(good)
+    ]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "t.parquet"))
+    blob = (tmp_path / "t.parquet").read_bytes()
+    (tmp_path / "t.parquet").write_bytes(blob[: len(blob) // 2])  # a half-copied Parquet file
+    with pytest.raises(DataFormatError) as err:
+        build_store(tmp_path / "t.parquet", root=cache)
+    assert str(err.value).startswith(f"{tmp_path / 't.parquet'}: file: a readable Parquet file")
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_training_through_the_store_equals_the_in_memory_list(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))

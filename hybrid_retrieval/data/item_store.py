@@ -109,7 +109,12 @@ def iter_source(source, languages: Sequence[str] | None = None) -> Iterator[Para
 
 
 def _iter_table(path: Path, keep) -> Iterator[ParallelItem]:
-    ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.Dataset.from_parquet(str(path))
+    kind = "datasets.save_to_disk folder" if path.is_dir() else "Parquet file"
+    try:
+        ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.Dataset.from_parquet(str(path))
+    except (pa.ArrowInvalid, OSError, ValueError, FileNotFoundError) as err:  # truncated, half-copied, not Arrow
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise DataFormatError(path, "file", f"a readable {kind} ({type(err).__name__}: {first})") from None
     yield from _iter_rows(ds, path, keep)
 
 
