@@ -409,7 +409,7 @@ def test_synthetic_experiment_trains_and_evaluates_through_the_cli(tmp_path, tin
         "model.encoder.image_tower.width=4",
         "data.batch_size=32",
         "trainer.max_epochs=1",
-        "logger=csv",
+        "logger=wandb",  # offline (WANDB_MODE): the per-language table and the heatmap are written into the run
         f"hydra.run.dir={run}",
     ]
     proc = subprocess.run(
@@ -430,6 +430,12 @@ def test_synthetic_experiment_trains_and_evaluates_through_the_cli(tmp_path, tin
     assert set(json.loads(ev.read_text())["languages"]) == {"de", "en"}
     for x in ("en", "de"):
         assert 0.0 <= metrics[f"t2i/{x}/r@1"] <= 1.0 and f"clipscore/{x}" in metrics
+    media = [p.relative_to(run).as_posix() for p in run.glob("wandb/offline-run-*/files/media/**/*") if p.is_file()]
+    assert any("val/languages_" in m and m.endswith(".table.json") for m in media), media
+    assert any("val/caption_map_heatmap_" in m and m.endswith(".png") for m in media), media
+    (table_file,) = [run / m for m in media if "val/languages_" in m]
+    table_json = json.loads(table_file.read_text())
+    assert table_json["columns"][:2] == ["language", "t2i/r@1"] and [r[0] for r in table_json["data"]] == ["de", "en"]
     record = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else None
     final = json.loads((run / "final_metrics.json").read_text())
     assert final["global_step"] == 6  # ceil(192 / 32)
