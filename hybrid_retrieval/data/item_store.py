@@ -23,6 +23,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet
 from tqdm.auto import tqdm
 
 from hybrid_retrieval.atomic import atomic_directory
@@ -166,12 +167,33 @@ def _iter_aligned(files: Mapping[str, str | Path], keep) -> Iterator[ParallelIte
         yield ParallelItem(item_id, {lang: v[item_id] for lang, v in per_lang.items() if item_id in v})
 
 
-def _write_table(items: Iterator[ParallelItem], out: Path, source_name: str) -> int:
+def expected_items(source) -> int | None:
+    """How many items a source will yield, when cheap to know (the progress bar's total, so it shows an ETA):
+    lines of a JSONL file (counted in binary, ~1 s per GB; blank lines too), rows of a Parquet file (its footer)."""
+    if isinstance(source, HubDataset | Mapping):
+        return None
+    path = Path(source)
+    if path.suffix == ".parquet":
+        try:
+            return pa.parquet.ParquetFile(str(path)).metadata.num_rows
+        except (pa.ArrowInvalid, OSError):
+            return None  # the reader names the file
+    if path.is_file():
+        n, last = 0, b"\n"
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                n += chunk.count(b"\n")
+                last = chunk[-1:]
+        return n + (last != b"\n")
+    return None
+
+
+def _write_table(items: Iterator[ParallelItem], out: Path, source_name: str, total: int | None = None) -> int:
     n, names = 0, set()
     avail_rows: list[list[str]] = []
     with pa.OSFile(str(out / "items.arrow"), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
         batch: dict[str, list] = {f.name: [] for f in SCHEMA}
-        bar = tqdm(unit="item", desc=f"item store ({source_name})", disable=None)
+        bar = tqdm(total=total, unit="item", unit_scale=True, desc=f"item store ({source_name})", disable=None)
         for item in items:
             langs = item.languages
             batch["id"].append(item.item_id)
@@ -212,7 +234,7 @@ def build_store(source, languages: Sequence[str] | None = None, root: Path | Non
         if rank == 0:
             name = source_name(source)
             with atomic_directory(target, complete="meta.json") as tmp:
-                if not _write_table(iter_source(source, languages), tmp, name):
+                if not _write_table(iter_source(source, languages), tmp, name, expected_items(source)):
                     where = (
                         source.name
                         if isinstance(source, HubDataset)
