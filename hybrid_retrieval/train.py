@@ -157,8 +157,8 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "wall_time_s": wall_time_s,
         "commit": commit,
         "machine": sweeps.machine(),
-        "train": cfg.data.train.get("name"),
-        "eval": cfg.data.eval.get("name"),
+        "train": cfg.data.train.get("name") or _data_label(cfg.data.train),
+        "eval": cfg.data.eval.get("name") or _data_label(cfg.data.eval),
         "eval_questions": len(corpus.q_texts) if corpus is not None else None,
         "eval_candidates": len(corpus.c_texts) if corpus is not None else None,
         "batch_size": int(cfg.data.batch_size),
@@ -177,6 +177,15 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "pairs": pairs,
         "overrides": _task_overrides(),
     }
+
+
+def _data_label(node) -> str | None:
+    """A data side without a ``name`` (image–text): its format and path (a synthetic set: its seed)."""
+    fmt = node.get("format")
+    if fmt is None:
+        return None
+    where = node.get("path") or (f"seed {node.get('seed')}, {node.get('renderings')} renderings" if fmt == "synthetic" else "")
+    return f"{fmt}: {where}" if where else fmt
 
 
 def _describe_target(node) -> str:
