@@ -471,3 +471,27 @@ def test_sweep_report_tables_from_records(tmp_path):
     per_lang = (tmp_path / "per_language.csv").read_text().splitlines()
     assert per_lang[0] == "batch_size,alpha,t2i/de,t2i/en" and per_lang[2] == "64,0.5,0.98,0.96"
     assert (tmp_path / "batch_alpha.png").stat().st_size > 1000
+
+
+def test_a_locked_image_tower_encodes_each_training_image_once(tmp_path, tiny_encoder_factory):
+    import lightning as L
+
+    from hybrid_retrieval.models.image_text import ImageTextEncoder, ImageTextModule, ImageTower, TextTower
+    from hybrid_retrieval.models.loss import InfoNCELoss
+
+    dm = _datamodule(tmp_path, sampler={"alpha": 0.5, "batches_per_epoch": 3}, eval_batch_size=50)
+    tower = ImageTower("small_cnn", image_size=16, width=4, out_dim=8)
+    seen = []
+    tower.register_forward_hook(lambda m, args, out: seen.append(out.shape[0]))
+    enc = ImageTextEncoder(tower, TextTower(tiny_encoder_factory()), dim=8, lock_image=True, lock_text=False)
+    module = ImageTextModule(
+        enc, InfoNCELoss(symmetric=True, mask_duplicates=True), lambda params: torch.optim.AdamW(params, lr=1e-3)
+    )
+    dm.attach_encoder(enc)
+    trainer = L.Trainer(max_epochs=2, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 6
+    assert seen == [50, 50, 50, 42]  # the 192 training images once, before the first step; none while training
+    assert dm.train_set.decode_images is False and len(enc._cache["image"]) == 192
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["pixel_values"] is None  # batches no longer decode images

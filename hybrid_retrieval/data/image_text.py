@@ -263,6 +263,7 @@ class ImageTextTrainSet(Dataset):
 
     def __init__(self, items: Sequence[ImageCaptionItem], seed: int = 0):
         self.items, self.seed, self.epoch = items, int(seed), 0
+        self.decode_images = True  # False once a locked image tower's features of every image are cached
 
     def __len__(self) -> int:
         return len(self.items)
@@ -275,7 +276,7 @@ class ImageTextTrainSet(Dataset):
         it = self.items[e.item]
         return {
             "index": e.item,
-            "image": load_image(it.image, it.item_id),
+            "image": load_image(it.image, it.item_id) if self.decode_images else None,
             "caption": self.caption(e.item, e.query_lang),
             "caption_lang": e.query_lang,
             "pair_caption": self.caption(e.item, e.passage_lang, salt=1) if e.passage_lang != e.query_lang else None,
@@ -293,7 +294,8 @@ class ImageTextCollator:
         keys = [self.key_ids.setdefault(r["key"], len(self.key_ids)) for r in rows]
         return {
             "index": torch.tensor([r["index"] for r in rows]),  # (B,)
-            "pixel_values": self.preprocess([r["image"] for r in rows]),  # (B, 3, H, W)
+            # (B, 3, H, W); None when a locked image tower's features are all cached (no decoding needed)
+            "pixel_values": self.preprocess([r["image"] for r in rows]) if rows[0]["image"] is not None else None,
             "captions": [r["caption"] for r in rows],
             "caption_langs": [r["caption_lang"] for r in rows],
             "pair_captions": [r["pair_caption"] for r in rows],

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 
-from hybrid_retrieval.data.image_text import simple_preprocess
+from hybrid_retrieval.data.image_text import load_image, simple_preprocess
 from hybrid_retrieval.models.distributed import average_gradients
 from hybrid_retrieval.models.encoder import DualEncoder, resolve_model_path
 from hybrid_retrieval.models.loss import InfoNCELoss
@@ -253,6 +254,8 @@ class ImageTextEncoder(nn.Module):
                 return tower(inputs)
         cache = self._cache[kind]
         missing = [i for i, k in enumerate(keys) if k not in cache]
+        if missing and inputs is None:
+            raise RuntimeError(f"{len(missing)} {kind} features not cached and no inputs given (e.g. {keys[missing[0]]!r})")
         if missing:
             sub = inputs[missing] if isinstance(inputs, torch.Tensor) else [inputs[i] for i in missing]
             with torch.no_grad():
@@ -298,6 +301,19 @@ class ImageTextModule(L.LightningModule):
         dm = self.trainer.datamodule
         if dm is not None and hasattr(dm, "set_epoch"):
             dm.set_epoch(self.current_epoch)
+
+    @torch.no_grad()
+    def on_fit_start(self) -> None:
+        """A locked image tower: every training image's features once, up front (then batches skip decoding)."""
+        dm = self.trainer.datamodule
+        if not self.encoder.lock_image or dm is None or not hasattr(dm, "train_set"):
+            return
+        items, step = dm.train_items, dm.eval_batch_size
+        for lo in tqdm(range(0, len(items), step), desc="image features (locked tower)", unit="batch", disable=None):
+            chunk = items[lo : lo + step]
+            pixels = self.encoder.preprocess([load_image(it.image, it.item_id) for it in chunk]).to(self.device)
+            self.encoder.encode_images(pixels, cache_keys=[f"train{lo + j}" for j in range(len(chunk))])
+        dm.train_set.decode_images = False
 
     def batch_loss(self, batch: dict) -> torch.Tensor:
         keys = [f"train{int(i)}" for i in batch["index"]]
