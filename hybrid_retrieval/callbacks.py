@@ -93,7 +93,35 @@ def gather_rows(trainer, pl_module, index: torch.Tensor, emb: torch.Tensor, n_to
     return full
 
 
-class LareqaEvaluator(L.Callback):
+class _CollectsEmbeddings:
+    """What both evaluators do with the validation steps' outputs: keep this epoch's (indices, embeddings) and, at its
+    end, assemble every rank's rows on rank 0 (:func:`gather_rows`); the best-so-far values live in the checkpoint."""
+
+    best: BestSoFar
+
+    def state_dict(self) -> dict:
+        return {"best": self.best.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best.load_state_dict(state_dict.get("best", {}))
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._chunks = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if outputs is not None:
+            self._chunks.append(outputs)
+
+    def _gathered(self, trainer, pl_module, n_total: int) -> torch.Tensor | None:
+        """(n_total, dim) embeddings of this epoch on rank 0 (None elsewhere, or when a row is missing)."""
+        chunks, self._chunks = self._chunks, []
+        dim = pl_module.encoder.dim
+        index = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
+        emb = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dim)
+        return gather_rows(trainer, pl_module, index, emb, n_total)
+
+
+class LareqaEvaluator(_CollectsEmbeddings, L.Callback):
     """Gathers the validation embeddings of every rank, evaluates on rank 0, logs on all ranks.
 
     Logged: ``{prefix}/{mono,cross,multi}/{metric}`` macro averages, ``{prefix}/multi/rank_distance``,
@@ -111,28 +139,11 @@ class LareqaEvaluator(L.Callback):
         directions = {f"{s}/map": "max" for s in ("mono", "cross", "multi")}
         self.best = BestSoFar({**directions, "multi/rank_distance": "min"})
 
-    def state_dict(self) -> dict:
-        return {"best": self.best.state_dict()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.best.load_state_dict(state_dict.get("best", {}))
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._chunks = []
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if outputs is not None:
-            self._chunks.append(outputs)
-
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         dm = trainer.datamodule
-        chunks, self._chunks = self._chunks, []
-        dim = pl_module.encoder.dim
-        index = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
-        emb = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dim)
-        full = gather_rows(trainer, pl_module, index, emb, len(dm.eval_ids))  # (n_texts, dim) on rank 0
+        full = self._gathered(trainer, pl_module, len(dm.eval_ids))  # (n_texts, dim) on rank 0
         flat: dict[str, float] | None = None
         if trainer.is_global_zero:
             if full is None:
@@ -291,7 +302,7 @@ class AdhocEvaluator(L.Callback):
         _broadcast_and_log(trainer, pl_module, flat, self.prefix, self.best, prog_bar=None)
 
 
-class ImageTextEvaluator(L.Callback):
+class ImageTextEvaluator(_CollectsEmbeddings, L.Callback):
     """Image–text evaluation each validation epoch (:mod:`hybrid_retrieval.evaluation.image_text_eval`).
 
     Image embeddings come from the validation steps (gathered from every rank); captions are encoded here on
@@ -307,28 +318,15 @@ class ImageTextEvaluator(L.Callback):
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.best = BestSoFar({"t2i/r@1": "max", "i2t/r@1": "max", "caption/cross/map": "max", "multi/map": "max"})
 
-    def state_dict(self) -> dict:
-        return {"best": self.best.state_dict()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.best.load_state_dict(state_dict.get("best", {}))
-
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._chunks = []
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if outputs is not None:
-            self._chunks.append(outputs)
-
     @torch.no_grad()
-    def _clipscores_torchmetrics(self, pl_module, dm, owner, langs) -> dict[str, float]:
+    def _clipscores_torchmetrics(self, pl_module, dm, texts, owner, langs) -> dict[str, float]:
         from torchmetrics.multimodal.clip_score import CLIPScore  # noqa: PLC0415 - only for a whole CLIP model
 
         enc = pl_module.encoder
         out = {}
         for x in sorted(set(langs)):
             metric = CLIPScore(model_name_or_path=lambda: (TorchmetricsCLIP(enc.clip_model), enc.clip_processor))
-            rows = [(o, t) for o, t, lang in zip(owner, dm.eval_caption_texts, langs, strict=True) if lang == x]
+            rows = [(o, t) for o, t, lang in zip(owner, texts, langs, strict=True) if lang == x]
             for lo in range(0, len(rows), self.batch_size):
                 chunk = rows[lo : lo + self.batch_size]
                 images = [torch.from_numpy(np.array(load_image(dm.eval_items[o].image))).permute(2, 0, 1) for o, _ in chunk]
@@ -340,16 +338,11 @@ class ImageTextEvaluator(L.Callback):
         if trainer.sanity_checking:
             return
         dm = trainer.datamodule
-        chunks, self._chunks = self._chunks, []
-        dim = pl_module.encoder.dim
-        index = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
-        emb = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dim)
-        images = gather_rows(trainer, pl_module, index, emb, len(dm.eval_items))  # (N, dim) on rank 0
+        images = self._gathered(trainer, pl_module, len(dm.eval_items))  # (N, dim) on rank 0
         flat = None
         if trainer.is_global_zero and images is not None:
             t0 = time.perf_counter()
             texts, owner, langs = dm.eval_captions()
-            dm.eval_caption_texts = texts
             enc = pl_module.encoder
             was = enc.training
             enc.eval()
@@ -361,7 +354,7 @@ class ImageTextEvaluator(L.Callback):
                     ]
                 )  # (M, dim)
             enc.train(was)
-            scores = self._clipscores_torchmetrics(pl_module, dm, owner, langs) if enc.clip_model is not None else None
+            scores = self._clipscores_torchmetrics(pl_module, dm, texts, owner, langs) if enc.clip_model is not None else None
             result = evaluate_image_text(images, caps, owner, langs, [it.key for it in dm.eval_items], clipscores=scores)
             self.last = result
             flat = {k.split("/", 1)[1]: v for k, v in result.flat(self.prefix).items()}

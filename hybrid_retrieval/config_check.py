@@ -54,6 +54,18 @@ def _languages(cfg, key: str, root_key: str) -> None:
             raise ConfigError(key, list(langs), f"unknown language {lang!r}; {root} has {available}")
 
 
+def _alpha(cfg) -> None:
+    alpha = _get(cfg, "data.sampler.alpha", 0.5)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= float(alpha) <= 1.0:
+        raise ConfigError("data.sampler.alpha", alpha, "expected a probability in [0, 1]")
+
+
+def _lr(cfg, default: float) -> None:
+    lr = _get(cfg, "model.optimizer.lr", default)
+    if not isinstance(lr, int | float) or lr <= 0:
+        raise ConfigError("model.optimizer.lr", lr, "expected a positive learning rate")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first bad value (checked in dependency order)."""
     seed = _get(cfg, "seed")
@@ -91,9 +103,7 @@ def validate_config(cfg: DictConfig) -> None:
         _languages(cfg, "data.train.languages", "data.train.root")
     _languages(cfg, "data.eval.languages", "data.eval.root")
     batch = _int(cfg, "data.batch_size")
-    alpha = _get(cfg, "data.sampler.alpha", 0.5)
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= float(alpha) <= 1.0:
-        raise ConfigError("data.sampler.alpha", alpha, "expected a probability in [0, 1]")
+    _alpha(cfg)
     mode = _get(cfg, "data.sampler.cross_mode", "batch")
     if mode not in CROSS_MODES:
         raise ConfigError("data.sampler.cross_mode", mode, "expected 'batch' or 'example'")
@@ -160,9 +170,7 @@ def validate_config(cfg: DictConfig) -> None:
         value = _get(cfg, f"model.loss.{flag}", False)
         if not isinstance(value, bool):
             raise ConfigError(f"model.loss.{flag}", value, "expected true or false")
-    lr = _get(cfg, "model.optimizer.lr", 1e-5)
-    if not isinstance(lr, int | float) or lr <= 0:
-        raise ConfigError("model.optimizer.lr", lr, "expected a positive learning rate")
+    _lr(cfg, 1e-5)
     nonfinite = _get(cfg, "model.nonfinite", "raise")
     if nonfinite not in NONFINITE_POLICIES:
         raise ConfigError("model.nonfinite", nonfinite, "expected 'raise' or 'skip'")
@@ -192,18 +200,14 @@ def _validate_image_text(cfg: DictConfig) -> None:
             _int(cfg, f"data.{side}.renderings")
     _int(cfg, "data.batch_size", lo=2)
     _int(cfg, "data.image_size", lo=8)
-    alpha = _get(cfg, "data.sampler.alpha", 0.5)
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= float(alpha) <= 1.0:
-        raise ConfigError("data.sampler.alpha", alpha, "expected a probability in [0, 1]")
+    _alpha(cfg)
     mode = _get(cfg, "data.sampler.cross_mode", "example")
     if mode != "example":
         raise ConfigError(
             "data.sampler.cross_mode", mode, "image–text mixed batches draw a caption language per example: 'example'"
         )
     _int(cfg, "data.sampler.batches_per_epoch", allow_none=True)
-    lr = _get(cfg, "model.optimizer.lr", 1e-3)
-    if not isinstance(lr, int | float) or lr <= 0:
-        raise ConfigError("model.optimizer.lr", lr, "expected a positive learning rate")
+    _lr(cfg, 1e-3)
     w = _get(cfg, "model.text_pair_weight", 0.0)
     if isinstance(w, bool) or not isinstance(w, int | float) or w < 0:
         raise ConfigError("model.text_pair_weight", w, "expected a weight >= 0 (0 = no caption→caption pairs)")

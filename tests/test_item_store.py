@@ -31,6 +31,21 @@ def _jsonl(path, n=30):
     return path
 
 
+def _table_rows(items) -> list[dict]:
+    """Items as the Parquet / save_to_disk columns."""
+    return [
+        {
+            "id": it.item_id,
+            "title": it.title,
+            "langs": it.languages,
+            "query": [it.views[x].query for x in it.languages],
+            "positive": [it.views[x].positive for x in it.languages],
+            "negatives": [list(it.views[x].negatives) for x in it.languages],
+        }
+        for it in items
+    ]
+
+
 def _flat(items):
     return [(it.item_id, it.title, {x: (v.query, v.positive, v.negatives) for x, v in it.views.items()}) for it in items]
 
@@ -42,17 +57,7 @@ def test_jsonl_parquet_saved_and_aligned_sources_give_the_same_items(tmp_path):
     reference = load_jsonl_items(src)
     store = build_store(src, root=tmp_path / "cache")
     assert len(store) == 30 and _flat(store) == _flat(reference) and _flat([store[3]]) == _flat(reference[3:4])
-    rows = [
-        {
-            "id": it.item_id,
-            "title": it.title,
-            "langs": it.languages,
-            "query": [it.views[x].query for x in it.languages],
-            "positive": [it.views[x].positive for x in it.languages],
-            "negatives": [list(it.views[x].negatives) for x in it.languages],
-        }
-        for it in reference
-    ]
+    rows = _table_rows(reference)
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "train.parquet"))
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
     for source in (tmp_path / "train.parquet", tmp_path / "saved"):
@@ -85,17 +90,7 @@ def test_hub_format_goes_through_load_dataset_and_fails_offline_in_one_line(tmp_
     from hybrid_retrieval.data.item_store import HubDataset
 
     reference = load_jsonl_items(_jsonl(tmp_path / "train.jsonl"))
-    rows = [
-        {
-            "id": it.item_id,
-            "title": it.title,
-            "langs": it.languages,
-            "query": [it.views[x].query for x in it.languages],
-            "positive": [it.views[x].positive for x in it.languages],
-            "negatives": [list(it.views[x].negatives) for x in it.languages],
-        }
-        for it in reference
-    ]
+    rows = _table_rows(reference)
     (tmp_path / "repo" / "data").mkdir(parents=True)
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "repo" / "data" / "train-00000.parquet"))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))

@@ -21,7 +21,6 @@ caption in a second language (``passage_lang``) of the same image as a cross-lin
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
+from hybrid_retrieval.atomic import atomic_directory
 from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, ItemLanguages, sampling_record
 from hybrid_retrieval.errors import DataFormatError, ZeroShotError
 from hybrid_retrieval.paths import cache_root
@@ -230,24 +230,17 @@ def make_synthetic_shapes(out_dir: str | Path, renderings: int, seed: int, image
     path = out / "captions.jsonl"
     if path.exists():
         return path
-    tmp = out.with_name(out.name + f".tmp{random.Random().randrange(10**9)}")
-    (tmp / "images").mkdir(parents=True)
     rng = random.Random(seed)
-    with (tmp / "captions.jsonl").open("w", encoding="utf-8") as fh:
-        for k, scene in enumerate(synthetic_scenes()):
-            for r in range(renderings):
-                name = f"s{k:03d}_{r:02d}"
-                _draw(*scene, px=image_size, rng=rng).save(tmp / "images" / f"{name}.png")
+    with atomic_directory(out, complete="captions.jsonl") as tmp:  # whole or not at all; a racing builder's copy wins
+        (tmp / "images").mkdir()
+        with (tmp / "captions.jsonl").open("w", encoding="utf-8") as fh:
+            for k, scene in enumerate(synthetic_scenes()):
                 caps = {lang: synthetic_captions(scene, lang) for lang in SYN_LANGUAGES}
-                fh.write(
-                    json.dumps({"id": name, "image": f"images/{name}.png", "captions": caps, "group": f"scene{k:03d}"}) + "\n"
-                )
-    try:
-        tmp.rename(out)
-    except OSError:  # another process finished first: keep its copy
-        import shutil  # noqa: PLC0415 - only on this race
-
-        shutil.rmtree(tmp, ignore_errors=True)
+                for r in range(renderings):
+                    name = f"s{k:03d}_{r:02d}"
+                    _draw(*scene, px=image_size, rng=rng).save(tmp / "images" / f"{name}.png")
+                    row = {"id": name, "image": f"images/{name}.png", "captions": caps, "group": f"scene{k:03d}"}
+                    fh.write(json.dumps(row) + "\n")
     return path
 
 
@@ -450,15 +443,10 @@ class ImageTextDataModule(L.LightningDataModule):
         return sampling_record(self.train_sampler, steps)
 
     def split_record(self, steps: int) -> dict:
-        pairs = min(steps * self.batch_size, 10**12)
+        pairs = steps * self.batch_size
         return {
             "train_images": len(self.train_items),
             "eval_images": len(self.eval_items),
             "passes_over_images": round(pairs / max(1, len(self.train_items)), 3),
             "text_pairs": self.text_pairs,
         }
-
-
-def chance_recall(k: int, n: int) -> float:
-    """R@k of a random ranking with one relevant image among ``n``."""
-    return min(1.0, k / n) if n else math.nan

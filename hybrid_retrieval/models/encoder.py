@@ -37,20 +37,28 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def _load_pretrained(name: str, **kwargs):
-    path = resolve_model_path(name)
+def from_pretrained_or_explain(loader, key: str, name: str, hint: str, **kwargs):
+    """``loader.from_pretrained(name)``; a name that is neither a local directory nor loadable from the Hub (offline,
+    not cached) is one OSError naming the config ``key``, followed by ``hint``."""
     try:
-        try:
-            return AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
-        except TypeError:  # architectures without a pooler argument
-            return AutoModel.from_pretrained(path, **kwargs)
+        return loader(resolve_model_path(name), **kwargs)
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
         raise OSError(
-            f"model.encoder.name={name!r}: not a local directory and could not be loaded from the Hugging Face "
-            f"Hub{' (HF_HUB_OFFLINE=1)' if offline else ''}. Use a cached hub name, a local path, or the offline "
-            f"default {OFFLINE_MODEL_NAME!r}. ({err.__class__.__name__}: {str(err).splitlines()[0]})"
+            f"{key}={name!r}: not a local directory and could not be loaded from the Hugging Face "
+            f"Hub{' (HF_HUB_OFFLINE=1)' if offline else ''}{hint} ({err.__class__.__name__}: {str(err).splitlines()[0]})"
         ) from err
+
+
+def _load_pretrained(name: str, **kwargs):
+    def load(path, **kw):
+        try:
+            return AutoModel.from_pretrained(path, add_pooling_layer=False, **kw)
+        except TypeError:  # architectures without a pooler argument
+            return AutoModel.from_pretrained(path, **kw)
+
+    hint = f". Use a cached hub name, a local path, or the offline default {OFFLINE_MODEL_NAME!r}."
+    return from_pretrained_or_explain(load, "model.encoder.name", name, hint, **kwargs)
 
 
 def load_tokenizer(name: str):

@@ -16,7 +16,6 @@ a name that is not cached is one line naming the config key.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -29,23 +28,15 @@ from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 
 from hybrid_retrieval.data.image_text import load_image, simple_preprocess
 from hybrid_retrieval.models.distributed import average_gradients
-from hybrid_retrieval.models.encoder import DualEncoder, resolve_model_path
+from hybrid_retrieval.models.encoder import DualEncoder, from_pretrained_or_explain
 from hybrid_retrieval.models.loss import InfoNCELoss
-from hybrid_retrieval.models.module import planned_steps
+from hybrid_retrieval.models.module import optimizer_with_schedule
 
 SMALL_CNN = "small_cnn"
 
 
 def _from_pretrained(loader, key: str, name: str, **kwargs):
-    try:
-        return loader.from_pretrained(resolve_model_path(name), **kwargs)
-    except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
-        raise OSError(
-            f"{key}={name!r}: not a local directory and could not be loaded from the Hugging Face Hub"
-            f"{' (HF_HUB_OFFLINE=1)' if offline else ''}; use a cached hub name or a local path "
-            f"({err.__class__.__name__}: {str(err).splitlines()[0]})"
-        ) from err
+    return from_pretrained_or_explain(loader.from_pretrained, key, name, "; use a cached hub name or a local path", **kwargs)
 
 
 class SmallConvNet(nn.Module):
@@ -354,14 +345,7 @@ class ImageTextModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        opt = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return opt
-        trainer = self.trainer
-        per_epoch = trainer.datamodule.train_batches_per_epoch(trainer.world_size)
-        total = max(1, planned_steps(per_epoch, trainer.limit_train_batches, trainer.max_epochs, trainer.max_steps))
-        sch = self.scheduler_factory(optimizer=opt, num_warmup_steps=int(self.warmup_ratio * total), num_training_steps=total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": "step"}}
+        return optimizer_with_schedule(self, self.optimizer_factory, self.scheduler_factory, self.warmup_ratio)
 
     def validation_step(self, batch, batch_idx: int):
         """(image indices (b,), image embeddings (b, dim)) on the CPU for :class:`ImageTextEvaluator`."""

@@ -172,23 +172,7 @@ class HybridRetrievalModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        opt = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return opt
-        total = max(1, self._total_steps())
-        warmup = int(self.warmup_ratio * total)
-        sch = self.scheduler_factory(optimizer=opt, num_warmup_steps=warmup, num_training_steps=total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": "step"}}
-
-    def _total_steps(self) -> int:
-        """Optimizer steps of the whole fit, WITHOUT building the train DataLoader.
-
-        ``trainer.estimated_stepping_batches`` would create (and start) the train iterator before Lightning
-        restores a checkpoint, so a resumed run could not position the sampler mid-epoch.
-        """
-        trainer = self.trainer
-        per_epoch = trainer.datamodule.train_batches_per_epoch(trainer.world_size)
-        return planned_steps(per_epoch, trainer.limit_train_batches, trainer.max_epochs, trainer.max_steps)
+        return optimizer_with_schedule(self, self.optimizer_factory, self.scheduler_factory, self.warmup_ratio)
 
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,6 +188,21 @@ class HybridRetrievalModule(L.LightningModule):
             if sel.any():
                 emb[sel] = self.encoder.encode({k: v[sel] for k, v in feats.items()}, kind).float()
         return index.cpu(), emb.detach().cpu()
+
+
+def optimizer_with_schedule(module: L.LightningModule, optimizer_factory, scheduler_factory, warmup_ratio: float):
+    """The optimizer over ``module``'s trainable parameters and, with a scheduler, its per-step warm-up/decay over the
+    fit's planned steps — counted WITHOUT building the train DataLoader: ``trainer.estimated_stepping_batches`` would
+    create (and start) the train iterator before Lightning restores a checkpoint, so a resumed run could not
+    position the sampler mid-epoch."""
+    opt = optimizer_factory(params=[p for p in module.parameters() if p.requires_grad])
+    if scheduler_factory is None:
+        return opt
+    trainer = module.trainer
+    per_epoch = trainer.datamodule.train_batches_per_epoch(trainer.world_size)
+    total = max(1, planned_steps(per_epoch, trainer.limit_train_batches, trainer.max_epochs, trainer.max_steps))
+    sch = scheduler_factory(optimizer=opt, num_warmup_steps=int(warmup_ratio * total), num_training_steps=total)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": "step"}}
 
 
 def planned_steps(per_epoch: int, limit_train_batches, max_epochs: int | None, max_steps: int | None) -> int:
