@@ -3,17 +3,20 @@ per batch size chosen on a dev split) and the committed top-2-layer grid (docs/r
 both trained on XQuAD-R and evaluated zero-shot on the full MLQA-R, B ∈ {16, 64, 256} × α ∈ {0, 0.5, 1}.
 
     python scripts/full_ft_study_report.py --full docs/results/full_ft_study/jobs \
-        --top2 docs/results/batch_size_study/jobs --out docs/results/full_ft_study
+        --top2 docs/results/batch_size_study/jobs --control docs/results/batch_size_study/control \
+        --out docs/results/full_ft_study
 
 Writes ``regimes.csv`` (one row per regime × batch × α: seeds, mean and sd of each metric), ``regimes.png`` (the
 curves of both regimes in one figure) and ``regimes.md`` (the table; per regime the batch and strategy effects
-with pooled and Welch 95 % intervals, Holm's control within each family, and the minimum detectable effect).
-Cells still running are listed, never filled in.
+with pooled and Welch 95 % intervals, Holm's control within each family, and the minimum detectable effect); with
+``--control``, ``control.csv`` (one row per job: pairs and passes over the training items) and the equal-pairs
+control's section of ``regimes.md``. Cells still running are listed, never filled in.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -66,6 +69,24 @@ def _fmt(v: float, metric: str) -> str:
     return f"{v:.1f}" if "rank" in metric else f"{v:.4f}"
 
 
+def _family(title: str, sd: float, dof: int, metric: str, done: list) -> list[str]:
+    """One family's table: Δ, pooled and Welch 95 % intervals, Holm's verdict on the Welch p-values, and its MDE."""
+    survive = holm([c.welch_p for c in done])
+    mde = minimum_detectable_effect(sd, dof, 3, 3) if dof >= 1 else float("nan")
+    out = [
+        f"\n**{title}** (pooled seed sd {_fmt(sd, metric)}, {dof} dof; minimum detectable effect at 3 vs 3 seeds "
+        f"{_fmt(mde, metric)}):\n",
+        "| comparison | Δ | 95 % CI, pooled | 95 % CI, Welch | Holm (Welch) |",
+        "|---|---|---|---|---|",
+    ]
+    for c, ok in zip(done, survive, strict=True):
+        pooled = f"±{_fmt(c.pooled_half, metric)}" + (" clear" if c.pooled_clear else "")
+        welch = "—" if math.isnan(c.welch_half) else f"±{_fmt(c.welch_half, metric)} ({c.welch_df:.1f} dof)"
+        out.append(f"| {c.label} | {c.diff:+.4f} | {pooled} | {welch} | {'survives' if ok else '—'} |")
+    out.append(f"\n{sum(survive)} of {len(done)} survive Holm's control at 5 %.")
+    return out
+
+
 def effect_lines(df: pd.DataFrame, regime: str) -> list[str]:
     """Batch effects (64−16, 256−64 per α) and strategy effects (hybrid − α=0 / α=1 per B), per metric; Holm within
     each (kind, metric) family. Only comparisons whose two cells both have 2+ seeds."""
@@ -92,19 +113,7 @@ def effect_lines(df: pd.DataFrame, regime: str) -> list[str]:
                         done.append(compare(va, vb, sd, dof, label))
             if not done:
                 continue
-            survive = holm([c.welch_p for c in done])
-            mde = minimum_detectable_effect(sd, dof, 3, 3) if dof >= 1 else float("nan")
-            out.append(
-                f"\n**{regime}, {kind}, {name}** (pooled seed sd {_fmt(sd, metric)}, {dof} dof; minimum detectable effect "
-                f"at 3 vs 3 seeds {_fmt(mde, metric)}):\n"
-            )
-            out.append("| comparison | Δ | 95 % CI, pooled | 95 % CI, Welch | Holm (Welch) |")
-            out.append("|---|---|---|---|---|")
-            for c, ok in zip(done, survive, strict=True):
-                pooled = f"±{_fmt(c.pooled_half, metric)}" + (" clear" if c.pooled_clear else "")
-                welch = "—" if math.isnan(c.welch_half) else f"±{_fmt(c.welch_half, metric)} ({c.welch_df:.1f} dof)"
-                out.append(f"| {c.label} | {c.diff:+.4f} | {pooled} | {welch} | {'survives' if ok else '—'} |")
-            out.append(f"\n{sum(survive)} of {len(done)} survive Holm's control at 5 %.")
+            out += _family(f"{regime}, {kind}, {name}", sd, dof, metric, done)
     return out
 
 
@@ -167,10 +176,99 @@ def markdown(table: pd.DataFrame, df: pd.DataFrame, figure: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+CONTROL_CELLS = ((256, 64), (256, 256), (1024, 64))  # (batch, steps): the grid's two ends and the control between
+
+
+def _passes(folder: Path, jobs: set[str]) -> dict[str, float]:
+    """Passes over the training items per job: the record's ``passes`` (newer records) or pairs / distinct items
+    drawn (older records, which did not write it; equal when every item was drawn, as at 16,384+ pairs here)."""
+    out = {}
+    for f in sorted(folder.glob("*.json")):
+        rec = json.loads(f.read_text(encoding="utf-8"))
+        if rec.get("job") in jobs:
+            samp = rec.get("sampling", {})
+            out[rec["job"]] = rec.get("passes") or samp["pairs"] / samp["distinct_items"]
+    return out
+
+
+def load_control(control: Path, top2: Path) -> pd.DataFrame:
+    """The equal-pairs control (top 2 layers, B=256 for 256 steps) beside the grid's B=256 and B=1024 at 64 steps,
+    XQuAD-R → MLQA-R; one row per job with ``cell`` = "B×steps" and its passes over the training items."""
+    t, _ = collect_records(top2)
+    t = t[(t.status == "ok") & (t.train == "xquad-r") & (t["eval"] == "mlqa-r") & (t.extra_overrides.fillna("") == "")]
+    frames = [t[t.batch_size.isin((256, 1024)) & (t.steps == 64)].assign(source=top2)]
+    if any(control.glob("*.json")):  # none yet: the table lists the control's cells as unfinished
+        c, _ = collect_records(control)
+        ok = (c.status == "ok") & (c.train == "xquad-r") & (c["eval"] == "mlqa-r")
+        frames.append(c[ok & (c.batch_size == 256) & (c.steps == 256)].assign(source=control))
+    df = pd.concat(frames, ignore_index=True)
+    df = df[df.alpha.isin(ALPHAS)].copy()
+    passes = {}
+    for source in (control, top2):
+        passes.update(_passes(source, set(df.job[df.source == source])))
+    df["passes"] = df.job.map(passes)
+    df["cell"] = [f"{b}×{s}" for b, s in zip(df.batch_size, df.steps, strict=True)]
+    if df.lr.nunique() > 1:  # the control compares batches at one rate; another rate would be a second variable
+        raise SystemExit(f"equal-pairs control: records at several learning rates {sorted(df.lr.unique())}")
+    return df
+
+
+def control_lines(df: pd.DataFrame) -> list[str]:
+    """The control's table (mean ± sd per cell, pairs and passes) and its two families of comparisons per metric:
+    equal pairs (B=1024×64 − B=256×256: the bigger batch, 4× fewer updates) and equal batch (B=256×256 − B=256×64:
+    4× the updates and pairs); Welch from each cell's own seeds, pooled over the control's cells, Holm per family."""
+    lines = [
+        "\n## Equal-pairs control (top 2 layers)\n",
+        "B=256 for 256 steps sees the 65,536 pairs of the grid's B=1024 × 64 steps (same learning rate 1.41e-4, same",
+        "schedule shape), so a gain of B=1024 over B=256 × 256 is the batch at equal data, and B=256 × 256 over",
+        "B=256 × 64 is more updates and passes at equal batch. Train XQuAD-R (all 1,190 ids), evaluate the full MLQA-R.",
+        "",
+        "| B × steps | α | seeds | pairs | passes | " + " | ".join(METRICS.values()) + " |",
+        "|---|---|---|---|---|" + "---|" * len(METRICS),
+    ]
+    missing = []
+    for b, steps in CONTROL_CELLS:
+        for a in ALPHAS:
+            sub = df[(df.cell == f"{b}×{steps}") & (df.alpha == a)]
+            if len(sub) < len(SEEDS):
+                missing.append(f"{b}×{steps} α={a:g}: {len(sub)}")
+            if not len(sub):
+                lines.append(f"| {b} × {steps} | {a:g} | 0 | — | — | " + " | ".join("—" for _ in METRICS) + " |")
+                continue
+            vals = " | ".join(
+                _fmt(sub[m].mean(), m) + (f" ± {_fmt(sub[m].std(ddof=1), m)}" if len(sub) > 1 else "") for m in METRICS
+            )
+            lines.append(
+                f"| {b} × {steps} | {a:g} | {len(sub)} | {int(sub.pairs.iloc[0]):,} | {sub.passes.mean():.1f} | {vals} |"
+            )
+    if missing:
+        lines.append(f"\nNot finished yet: {len(missing)} of 9 cells have fewer than {len(SEEDS)} seeds ({', '.join(missing)}).")
+    families = {
+        "equal pairs (B=1024×64 − B=256×256)": ("1024×64", "256×256"),
+        "equal batch (B=256×256 − B=256×64)": ("256×256", "256×64"),
+    }
+    noise = df.assign(batch_size=df.cell)  # pooled noise per (α, cell), not per (α, batch)
+    for metric, name in METRICS.items():
+        sd, dof = pooled_seed_noise(noise, metric)
+        grouped = noise.groupby(["alpha", "batch_size"])[metric]
+        for family, (hi, lo) in families.items():
+            done = []
+            for a in ALPHAS:
+                if (a, hi) in grouped.groups and (a, lo) in grouped.groups:
+                    va, vb = grouped.get_group((a, hi)).to_numpy(), grouped.get_group((a, lo)).to_numpy()
+                    if len(va) >= 2 and len(vb) >= 2 and dof >= 1:
+                        done.append(compare(va, vb, sd, dof, f"α={a:g}"))
+            if not done:
+                continue
+            lines += _family(f"control, {family}, {name}", sd, dof, metric, done)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", type=Path, default=Path("docs/results/full_ft_study/jobs"))
     ap.add_argument("--top2", type=Path, default=Path("docs/results/batch_size_study/jobs"))
+    ap.add_argument("--control", type=Path, default=None, help="the equal-pairs control's records (optional)")
     ap.add_argument("--out", type=Path, default=Path("docs/results/full_ft_study"))
     args = ap.parse_args(argv)
     df = load(args.full, args.top2)
@@ -178,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "regimes.csv", index=False, float_format="%.6g")
     figure = plot(table, args.out)
-    (args.out / "regimes.md").write_text(markdown(table, df, figure), encoding="utf-8")
+    text = markdown(table, df, figure)
+    if args.control is not None:
+        ctl = load_control(args.control, args.top2)
+        cols = ["cell", "batch_size", "steps", "alpha", "seed", "pairs", "passes", "lr", *METRICS, "commit", "job"]
+        ctl[cols].sort_values(["cell", "alpha", "seed"]).to_csv(args.out / "control.csv", index=False, float_format="%.6g")
+        text += "\n".join(control_lines(ctl)) + "\n"
+    (args.out / "regimes.md").write_text(text, encoding="utf-8")
     print((args.out / "regimes.md").read_text(encoding="utf-8"))
     return 0
 

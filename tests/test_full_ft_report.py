@@ -50,3 +50,54 @@ def test_a_cell_with_several_learning_rates_is_refused(tmp_path):
     _write(tmp_path / "top2", _grid(2, 0.0))
     with pytest.raises(SystemExit, match="several learning rates"):
         report.main(["--full", str(tmp_path / "full"), "--top2", str(tmp_path / "top2"), "--out", str(tmp_path / "out")])
+
+
+def _control_records(seeds=(0, 1, 2), lr=1.41e-4, skip=()):
+    """Top-2 grid records at B=256 and B=1024 (64 steps) and control records at B=256 for 256 steps; cross mAP
+    0.55 + 0.004 for B=1024, + 0.002 for the control, + 0.001·seed."""
+    grid, control = [], []
+    for b, steps, bump in ((256, 64, 0.0), (1024, 64, 0.004), (256, 256, 0.002)):
+        for a in (0.0, 0.5, 1.0):
+            for s in seeds:
+                if (b, steps, a) in skip:
+                    continue
+                rec = _record("xquad-r", "mlqa-r", b, a, s, cross=0.55 + bump + 0.001 * s, layers=2)
+                rec.update(lr=lr, steps=steps, job=f"{rec['job']}-{steps}")
+                rec["sampling"].update(pairs=b * steps, distinct_items=1190)
+                if steps == 256:
+                    rec["passes"] = b * steps / 1190
+                (control if steps == 256 else grid).append(rec)
+    return grid, control
+
+
+def test_the_equal_pairs_control_compares_its_own_cells(tmp_path):
+    grid, control = _control_records(skip={(256, 256, 1.0)})
+    _write(tmp_path / "full", _grid(None, 0.1))
+    _write(tmp_path / "top2", _grid(2, 0.0, lr=1.41e-4, skip={(256, a) for a in (0.0, 0.5, 1.0)}) + grid)
+    _write(tmp_path / "control", control)
+    argv = ["--full", str(tmp_path / "full"), "--top2", str(tmp_path / "top2"), "--out", str(tmp_path / "out")]
+    assert report.main([*argv, "--control", str(tmp_path / "control")]) == 0
+    md = (tmp_path / "out" / "regimes.md").read_text()
+    assert "| 256 × 256 | 0 | 3 | 65,536 | 55.1 | 0.5530 ± 0.0010 |" in md  # passes from the record
+    assert "| 1024 × 64 | 0 | 3 | 65,536 | 55.1 | 0.5550 ± 0.0010 |" in md  # passes = pairs / distinct items
+    assert "| 256 × 256 | 1 | 0 | — | — |" in md and "Not finished yet: 1 of 9 cells" in md
+    equal_pairs = md.split("**control, equal pairs (B=1024×64 − B=256×256), cross mAP**")[1].split("survive")[0]
+    assert "| α=0 | +0.0020 |" in equal_pairs and "| α=1 |" not in equal_pairs  # the missing cell: no comparison
+    equal_batch = md.split("**control, equal batch (B=256×256 − B=256×64), cross mAP**")[1].split("survive")[0]
+    assert "| α=0.5 | +0.0020 |" in equal_batch
+    rows = (tmp_path / "out" / "control.csv").read_text().splitlines()
+    assert len(rows) == 1 + 24 and rows[0].startswith("cell,batch_size,steps,alpha,seed,pairs,passes")
+
+
+def test_the_control_refuses_a_second_learning_rate_and_runs_before_its_records(tmp_path):
+    grid, control = _control_records()
+    _, other_rate = _control_records(seeds=(3,), lr=2.83e-4)
+    _write(tmp_path / "full", _grid(None, 0.1))
+    _write(tmp_path / "top2", _grid(2, 0.0, lr=1.41e-4, skip={(256, a) for a in (0.0, 0.5, 1.0)}) + grid)
+    (tmp_path / "empty").mkdir()
+    argv = ["--full", str(tmp_path / "full"), "--top2", str(tmp_path / "top2"), "--out", str(tmp_path / "out")]
+    assert report.main([*argv, "--control", str(tmp_path / "empty")]) == 0
+    assert "Not finished yet: 3 of 9 cells" in (tmp_path / "out" / "regimes.md").read_text()
+    _write(tmp_path / "control", control + other_rate)
+    with pytest.raises(SystemExit, match="several learning rates"):
+        report.main([*argv, "--control", str(tmp_path / "control")])
