@@ -94,8 +94,9 @@ def train(cfg: DictConfig) -> float | None:
         summary = {
             "optimized_metric": cfg.optimized_metric,
             "value": value,
-            "wall_time_s": round(time.perf_counter() - start, 1),
+            "wall_time_s": round(time.perf_counter() - start, 1),  # this process only: a resumed job's earlier part is not in it
             "global_step": trainer.global_step,
+            "resumed_from_step": getattr(model, "resumed_from_step", None),
             "best_checkpoint": ckpt,
             "skipped_batches": getattr(model, "skipped_batches", 0),
             "metrics": metrics,
@@ -155,6 +156,7 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "started": started,
         "finished": sweeps.now_utc(),
         "wall_time_s": wall_time_s,
+        "resumed_from_step": getattr(model, "resumed_from_step", None),  # None: trained in one go
         "commit": commit,
         "machine": sweeps.machine(),
         "train": cfg.data.train.get("name") or _data_label(cfg.data.train),

@@ -150,6 +150,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_data, tiny_model_di
     clean = json.loads((clean_dir / "final_metrics.json").read_text())
     resumed = json.loads((killed_dir / "final_metrics.json").read_text())
     assert resumed["global_step"] == clean["global_step"] == 8
+    assert resumed["resumed_from_step"] == 6 and clean["resumed_from_step"] is None  # recorded with the job
     for key in ("val/mono/map", "val/cross/map", "val/multi/map", "val/multi/rank_distance", "train/loss", "train/temperature"):
         assert abs(resumed["metrics"][key] - clean["metrics"][key]) <= 1e-6, (key, resumed["metrics"][key], clean["metrics"][key])
     for key in ("val/multi/map_best", "val/cross/map_best", "val/multi/rank_distance_best"):  # best over BOTH epochs

@@ -287,6 +287,10 @@ class ImageTextModule(L.LightningModule):
         self.text_pair_weight, self.warmup_ratio = float(text_pair_weight), float(warmup_ratio)
         self.gradient_clip_val = gradient_clip_val
         self.skipped_batches = 0
+        self.resumed_from_step: int | None = None  # the checkpoint's step when fit resumed one (job records say so)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resumed_from_step = int(checkpoint.get("global_step", 0))
 
     def on_train_epoch_start(self) -> None:
         dm = self.trainer.datamodule

@@ -63,6 +63,7 @@ class HybridRetrievalModule(L.LightningModule):
         self.train_loss_mean = MeanMetric()
         self.train_mono_fraction = MeanMetric()
         self._pending_rng: dict | None = None
+        self.resumed_from_step: int | None = None  # the checkpoint's step when fit resumed one (job records say so)
         # Frozen-prefix runs checkpoint only what trains (+ optimizer): the frozen weights are the base
         # model's, identified by a digest that loading checks (so Lightning must not demand those keys).
         self._frozen_keys = [f"encoder.{n}" for n in encoder.frozen_state_names()]
@@ -97,6 +98,7 @@ class HybridRetrievalModule(L.LightningModule):
             }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resumed_from_step = int(checkpoint.get("global_step", 0))
         check_frozen_prefix(checkpoint, self.encoder.state_dict(), prefix="encoder.", where="resume")
         missing = set(self.state_dict()) - set(checkpoint["state_dict"]) - set(self._frozen_keys)
         if self._frozen_keys and missing:
