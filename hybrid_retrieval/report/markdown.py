@@ -107,12 +107,13 @@ def effects(df: pd.DataFrame, metric: str = "cross/map") -> list[str]:
         if what.startswith("strategy") and gain:
             lines.append(
                 f"The paper's hybrid − baseline gains on {metric} (+{gain[0]:.3f} to +{gain[1]:.3f}) against that minimum "
-                f"detectable effect: {_detectable(gain, mde)} for one comparison, {_detectable(gain, mde_holm)} after Holm."
+                f"detectable effect: {detectability(gain, mde)} for one comparison, {detectability(gain, mde_holm)} after Holm."
             )
     return lines
 
 
-def _detectable(gain: tuple[float, float], mde: float) -> str:
+def detectability(gain: tuple[float, float], mde: float) -> str:
+    """How a published effect range compares with a minimum detectable effect, in the words the reports use."""
     if gain[1] < mde:
         return "not detectable at this power"
     return "detectable only at the top of that range" if gain[0] < mde else "detectable"
