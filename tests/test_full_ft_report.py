@@ -107,3 +107,15 @@ def test_the_control_refuses_a_second_learning_rate_and_runs_before_its_records(
     _write(tmp_path / "control", control + other_rate)
     with pytest.raises(SystemExit, match="several learning rates"):
         report.main([*argv, "--control", str(tmp_path / "control")])
+
+
+def test_the_committed_report_recomputes_from_the_committed_records(tmp_path, capsys):
+    """docs/results/full_ft_study/regimes.md and its CSVs are exactly what the records give (the README's command):
+    a new record, or a change to the report, must regenerate them in the same change."""
+    from tests.conftest import REPO
+
+    out, ft, bs = tmp_path / "again", REPO / "docs/results/full_ft_study", REPO / "docs/results/batch_size_study"
+    argv = ["--full", str(ft / "jobs"), "--top2", str(bs / "jobs"), "--control", str(bs / "control"), "--out", str(out)]
+    assert report.main(argv) == 0
+    for name in ("regimes.md", "regimes.csv", "control.csv"):
+        assert (out / name).read_text(encoding="utf-8") == (ft / name).read_text(encoding="utf-8"), name
