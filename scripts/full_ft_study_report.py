@@ -10,7 +10,9 @@ Writes ``regimes.csv`` (one row per regime × batch × α: seeds, mean and sd of
 curves of both regimes in one figure) and ``regimes.md`` (the table; per regime the batch and strategy effects
 with pooled and Welch 95 % intervals, Holm's control within each family, and the minimum detectable effect); with
 ``--control``, ``control.csv`` (one row per job: pairs and passes over the training items) and the equal-pairs
-control's section of ``regimes.md``. Cells still running are listed, never filled in.
+control's section of ``regimes.md``; ``pair_deltas.csv`` and ``pair_deltas/{full_ft,top2}/*.png`` (cross-lingual mAP
+per language pair, B=256 − B=16, per regime and α; summarised in ``regimes.md``). Cells still running are listed,
+never filled in.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pandas as pd
 
 from hybrid_retrieval.report.collect import collect_records
 from hybrid_retrieval.report.markdown import PAPER_STRATEGY_GAIN, detectability
+from hybrid_retrieval.report.plots import plot_pair_deltas
 from hybrid_retrieval.report.stats import compare, holm, minimum_detectable_effect, pooled_seed_noise
 
 BATCHES, ALPHAS, SEEDS = (16, 64, 256), (0.0, 0.5, 1.0), (0, 1, 2)
@@ -35,16 +38,18 @@ METRICS = {"cross/map": "cross mAP", "multi/map": "multi mAP", "mono/map": "mono
 REGIMES = ("full fine-tuning", "top 2 layers")
 
 
-def load(full: Path, top2: Path) -> pd.DataFrame:
-    """One row per finished job of either regime, restricted to the shared design."""
-    frames = []
-    f, _ = collect_records(full)
-    frames.append(f[f.status == "ok"].assign(regime=REGIMES[0]))
-    t, _ = collect_records(top2)
-    t = t[(t.status == "ok") & (t.train == "xquad-r") & (t["eval"] == "mlqa-r") & (t.extra_overrides.fillna("") == "")]
-    frames.append(t.assign(regime=REGIMES[1]))
-    df = pd.concat(frames, ignore_index=True)
-    return df[df.batch_size.isin(BATCHES) & df.alpha.isin(ALPHAS)]
+def load(full: Path, top2: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per finished job of either regime, one row per job × language pair), restricted to the shared design."""
+    frames, pair_frames = [], []
+    for regime, folder in zip(REGIMES, (full, top2), strict=True):
+        jobs, pairs = collect_records(folder)
+        keep = jobs.status == "ok"
+        if regime == REGIMES[1]:  # the top-2 folder also holds the other direction and the side studies
+            keep &= (jobs.train == "xquad-r") & (jobs["eval"] == "mlqa-r") & (jobs.extra_overrides.fillna("") == "")
+        jobs = jobs[keep & jobs.batch_size.isin(BATCHES) & jobs.alpha.isin(ALPHAS)]
+        frames.append(jobs.assign(regime=regime))
+        pair_frames.append(pairs[pairs.job.isin(jobs.job)].assign(regime=regime))
+    return pd.concat(frames, ignore_index=True), pd.concat(pair_frames, ignore_index=True)
 
 
 def cells(df: pd.DataFrame) -> pd.DataFrame:
@@ -154,7 +159,46 @@ def plot(table: pd.DataFrame, out: Path) -> Path:
     return path
 
 
-def markdown(table: pd.DataFrame, df: pd.DataFrame, figure: Path) -> str:
+def pair_deltas(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per regime, α and cross-lingual pair X→Y (X≠Y): mAP at B=256 minus B=16, each the mean over its seeds."""
+    cross = pairs[pairs.query_lang != pairs.passage_lang]
+    mean = cross.groupby(["regime", "alpha", "query_lang", "passage_lang", "batch_size"])["map"].mean().unstack()
+    if not {BATCHES[0], BATCHES[-1]} <= set(mean.columns):
+        return pd.DataFrame(columns=["regime", "alpha", "query_lang", "passage_lang", "delta"])
+    delta = (mean[BATCHES[-1]] - mean[BATCHES[0]]).dropna().rename("delta")
+    return delta.reset_index()
+
+
+def pair_lines(deltas: pd.DataFrame) -> list[str]:
+    """How broad the B 16 → 256 cross-lingual gain is: per regime and α, over the language pairs."""
+    if deltas.empty:
+        return []
+    lines = [
+        f"\n## Per language pair: cross-lingual mAP, B {BATCHES[-1]} − {BATCHES[0]}\n",
+        "Each pair X→Y (X≠Y) as the mean over its seeds at each batch size; heatmaps per regime and α in",
+        "`pair_deltas/` (all pairs, monolingual ones included).",
+        "",
+        "| regime | α | pairs | gained | mean Δ | smallest Δ | largest Δ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (regime, a), grp in deltas.groupby(["regime", "alpha"], sort=False):
+        lo, hi = grp.loc[grp.delta.idxmin()], grp.loc[grp.delta.idxmax()]
+        lines.append(
+            f"| {regime} | {a:g} | {len(grp)} | {int((grp.delta > 0).sum())} | {grp.delta.mean():+.4f} | "
+            f"{lo.delta:+.4f} ({lo.query_lang}→{lo.passage_lang}) | {hi.delta:+.4f} ({hi.query_lang}→{hi.passage_lang}) |"
+        )
+    return lines
+
+
+def plot_pairs(pairs: pd.DataFrame, out: Path) -> None:
+    """The per-pair Δ heatmaps of each regime (hybrid_retrieval.report.plots), B 16 → 256 per α."""
+    for regime, sub in pairs.groupby("regime"):
+        folder = out / "pair_deltas" / ("full_ft" if regime == REGIMES[0] else "top2")
+        folder.mkdir(parents=True, exist_ok=True)
+        plot_pair_deltas(sub[sub.batch_size.isin((BATCHES[0], BATCHES[-1]))], folder)
+
+
+def markdown(table: pd.DataFrame, df: pd.DataFrame, figure: Path, deltas: pd.DataFrame) -> str:
     lines = [
         "# The batch-size study in both regimes (generated by scripts/full_ft_study_report.py)",
         "",
@@ -182,6 +226,7 @@ def markdown(table: pd.DataFrame, df: pd.DataFrame, figure: Path) -> str:
     lines.append(f"\n![both regimes]({figure.name})")
     for regime in REGIMES:
         lines += effect_lines(df, regime)
+    lines += pair_lines(deltas)
     return "\n".join(lines) + "\n"
 
 
@@ -280,12 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--control", type=Path, default=None, help="the equal-pairs control's records (optional)")
     ap.add_argument("--out", type=Path, default=Path("docs/results/full_ft_study"))
     args = ap.parse_args(argv)
-    df = load(args.full, args.top2)
+    df, pairs = load(args.full, args.top2)
     table = cells(df)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "regimes.csv", index=False, float_format="%.6g")
+    deltas = pair_deltas(pairs)
+    deltas.to_csv(args.out / "pair_deltas.csv", index=False, float_format="%.6g")
     figure = plot(table, args.out)
-    text = markdown(table, df, figure)
+    plot_pairs(pairs, args.out)
+    text = markdown(table, df, figure, deltas)
     if args.control is not None:
         ctl = load_control(args.control, args.top2)
         cols = ["cell", "batch_size", "steps", "alpha", "seed", "pairs", "passes", "lr", *METRICS, "commit", "job"]

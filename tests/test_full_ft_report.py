@@ -47,6 +47,10 @@ def test_both_regimes_side_by_side_with_holm_and_the_missing_cells(tmp_path, cap
     assert "The paper's hybrid − baseline gains (+0.003 to +0.005)" in family("top 2 layers, strategy, cross mAP")
     assert "paper's" not in family("top 2 layers, batch, cross mAP")
     assert "| α=0: B 256 − 64 | +12.0 |" in family("top 2 layers, batch, rank dist.")  # ranks: one decimal
+    per_pair = md.split("## Per language pair")[1]
+    assert "| top 2 layers | 0.5 | 2 | 2 | +0.0100 |" in per_pair  # en→de and de→en, each +0.01 from B=16 to 256
+    assert "| full fine-tuning | 1 |" not in per_pair  # its B=256 cell is missing: no Δ, not a partial one
+    assert (tmp_path / "out" / "pair_deltas" / "full_ft" / "pair_delta_alpha0.5.png").exists()
     csv = (tmp_path / "out" / "regimes.csv").read_text().splitlines()
     assert len(csv) == 19 and csv[0].startswith("regime,batch_size,alpha,seeds,lr")
 
@@ -117,5 +121,5 @@ def test_the_committed_report_recomputes_from_the_committed_records(tmp_path, ca
     out, ft, bs = tmp_path / "again", REPO / "docs/results/full_ft_study", REPO / "docs/results/batch_size_study"
     argv = ["--full", str(ft / "jobs"), "--top2", str(bs / "jobs"), "--control", str(bs / "control"), "--out", str(out)]
     assert report.main(argv) == 0
-    for name in ("regimes.md", "regimes.csv", "control.csv"):
+    for name in ("regimes.md", "regimes.csv", "control.csv", "pair_deltas.csv"):
         assert (out / name).read_text(encoding="utf-8") == (ft / name).read_text(encoding="utf-8"), name
