@@ -38,14 +38,19 @@ METRICS = {"cross/map": "cross mAP", "multi/map": "multi mAP", "mono/map": "mono
 REGIMES = ("full fine-tuning", "top 2 layers")
 
 
+def _top2_grid(jobs: pd.DataFrame) -> pd.Series:
+    """The committed top-2 folder also holds the other direction and the side studies: keep its XQuAD-R → MLQA-R grid."""
+    return (
+        (jobs.status == "ok") & (jobs.train == "xquad-r") & (jobs["eval"] == "mlqa-r") & (jobs.extra_overrides.fillna("") == "")
+    )
+
+
 def load(full: Path, top2: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per finished job of either regime, one row per job × language pair), restricted to the shared design."""
     frames, pair_frames = [], []
     for regime, folder in zip(REGIMES, (full, top2), strict=True):
         jobs, pairs = collect_records(folder)
-        keep = jobs.status == "ok"
-        if regime == REGIMES[1]:  # the top-2 folder also holds the other direction and the side studies
-            keep &= (jobs.train == "xquad-r") & (jobs["eval"] == "mlqa-r") & (jobs.extra_overrides.fillna("") == "")
+        keep = _top2_grid(jobs) if regime == REGIMES[1] else jobs.status == "ok"
         jobs = jobs[keep & jobs.batch_size.isin(BATCHES) & jobs.alpha.isin(ALPHAS)]
         frames.append(jobs.assign(regime=regime))
         pair_frames.append(pairs[pairs.job.isin(jobs.job)].assign(regime=regime))
@@ -249,7 +254,7 @@ def load_control(control: Path, top2: Path) -> pd.DataFrame:
     """The equal-pairs control (top 2 layers, B=256 for 256 steps) beside the grid's B=256 and B=1024 at 64 steps,
     XQuAD-R → MLQA-R; one row per job with ``cell`` = "B×steps" and its passes over the training items."""
     t, _ = collect_records(top2)
-    t = t[(t.status == "ok") & (t.train == "xquad-r") & (t["eval"] == "mlqa-r") & (t.extra_overrides.fillna("") == "")]
+    t = t[_top2_grid(t)]
     frames = [t[t.batch_size.isin((256, 1024)) & (t.steps == 64)].assign(source=top2)]
     if any(control.glob("*.json")):  # none yet: the table lists the control's cells as unfinished
         c, _ = collect_records(control)
