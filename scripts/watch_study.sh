@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # While a study runs in a separate clone, copy each finished record into this checkout and regenerate the full
 # fine-tuning study's report in the same commit (so tests/test_full_ft_report.py's byte-for-byte check holds at
-# every commit). Polls every INTERVAL seconds (default 240) until stopped:
+# every commit). Polls every INTERVAL seconds (default 240), ROUNDS times (default: until stopped):
 #   nohup bash scripts/watch_study.sh /work/study > /tmp/watch_study.log 2>&1 &
 # Folders synced: the full fine-tuning grid, the equal-pairs control and the anchor (a top-2 grid job rerun at the
 # study clone's commit). Each round: scripts/sync_study_records.sh per folder (it commits the new records), then the
@@ -11,6 +11,7 @@ src=${1:?usage: watch_study.sh STUDY_CLONE}
 cd "$(dirname "$0")/.."
 folders=(docs/results/full_ft_study/jobs docs/results/batch_size_study/control docs/results/batch_size_study/anchor)
 report=(regimes.md regimes.csv regimes.png control.csv pair_deltas.csv pair_deltas)  # what the report writes (not README.md)
+round=0
 while true; do
   for rel in "${folders[@]}"; do
     [ -d "$src/$rel" ] || continue
@@ -28,5 +29,7 @@ while true; do
     git add -- "${paths[@]}"
     git commit -q --amend --no-edit -- "${paths[@]}" && echo "$(date -u +%H:%M) report regenerated in $(git log -1 --format=%h)"
   done
+  round=$((round + 1))
+  [ -n "${ROUNDS:-}" ] && [ "$round" -ge "$ROUNDS" ] && break
   sleep "${INTERVAL:-240}"
 done

@@ -55,3 +55,40 @@ def test_sync_copies_new_valid_records_and_commits_them(tmp_path):
     assert _git(repo, "rev-list", "--count", "HEAD").strip() == "2"
     missing = _sync(repo, tmp_path)
     assert missing.returncode == 2 and "no records folder" in missing.stderr
+
+
+WATCH = SCRIPT.with_name("watch_study.sh")
+FULL = "docs/results/full_ft_study"
+FAKE_REPORT = """import pathlib, sys
+out = pathlib.Path(sys.argv[sys.argv.index("--out") + 1])
+n = len(list(pathlib.Path(sys.argv[sys.argv.index("--full") + 1]).glob("*.json")))
+(out / "regimes.md").write_text(f"{n} records\\n")
+"""
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_watch_commits_records_and_report_together_and_leaves_the_readme_alone(tmp_path):
+    repo, clone = tmp_path / "main", tmp_path / "study"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(SCRIPT, repo / "scripts")
+    shutil.copy(WATCH, repo / "scripts")
+    (repo / "scripts" / "full_ft_study_report.py").write_text(FAKE_REPORT)  # stands in for the real report
+    (repo / FULL / "jobs").mkdir(parents=True)
+    (repo / FULL / "README.md").write_text("readme\n")
+    (repo / FULL / "regimes.md").write_text("0 records\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "init")
+    (repo / FULL / "README.md").write_text("readme, being edited\n")  # work in progress: not the watcher's to commit
+    (clone / FULL / "jobs").mkdir(parents=True)
+    for name in ("a", "b"):
+        (clone / FULL / "jobs" / f"{name}.json").write_text(json.dumps({"status": "ok"}))
+    env = {**ENV, "ROUNDS": "1", "INTERVAL": "0"}
+    run = subprocess.run(["bash", str(repo / "scripts" / WATCH.name), str(clone)], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "report regenerated in" in run.stdout
+    assert _git(repo, "rev-list", "--count", "HEAD").strip() == "2"  # one commit: the records and their report
+    changed = sorted(_git(repo, "show", "--name-only", "--format=", "HEAD").split())
+    assert changed == [f"{FULL}/jobs/a.json", f"{FULL}/jobs/b.json", f"{FULL}/regimes.md"]
+    assert _git(repo, "show", f"HEAD:{FULL}/regimes.md") == "2 records\n"
+    assert _git(repo, "status", "--porcelain").strip() == f"M {FULL}/README.md"
