@@ -4,15 +4,15 @@ both trained on XQuAD-R and evaluated zero-shot on the full MLQA-R, B ∈ {16, 6
 
     python scripts/full_ft_study_report.py --full docs/results/full_ft_study/jobs \
         --top2 docs/results/batch_size_study/jobs --control docs/results/batch_size_study/control \
-        --out docs/results/full_ft_study
+        --anchor docs/results/batch_size_study/anchor --out docs/results/full_ft_study
 
 Writes ``regimes.csv`` (one row per regime × batch × α: seeds, mean and sd of each metric), ``regimes.png`` (the
 curves of both regimes in one figure) and ``regimes.md`` (the table; per regime the batch and strategy effects
 with pooled and Welch 95 % intervals, Holm's control within each family, and the minimum detectable effect); with
 ``--control``, ``control.csv`` (one row per job: pairs and passes over the training items) and the equal-pairs
-control's section of ``regimes.md``; ``pair_deltas.csv`` and ``pair_deltas/{full_ft,top2}/*.png`` (cross-lingual mAP
-per language pair, B=256 − B=16, per regime and α; summarised in ``regimes.md``). Cells still running are listed,
-never filled in.
+control's section of ``regimes.md``; with ``--anchor``, grid jobs rerun at the control's commit beside their
+records; ``pair_deltas.csv`` and ``pair_deltas/{full_ft,top2}/*.png`` (cross-lingual mAP per language pair,
+B=256 − B=16, per regime and α; summarised in ``regimes.md``). Cells still running are listed, never filled in.
 """
 
 from __future__ import annotations
@@ -323,11 +323,54 @@ def control_lines(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def anchor_lines(anchor: Path, top2: Path) -> list[str]:
+    """Grid jobs rerun at the control's commit beside their committed records (matched by job name): the control's
+    jobs run at a later commit than the grid's, so this measures what the code in between changes (the same batches?
+    how far apart are the metrics, against the cell's seed noise?)."""
+    lines = ["\n### Anchor: a grid job rerun at the control's commit\n"]
+    grid = {}
+    for f in sorted(top2.glob("*.json")):
+        rec = json.loads(f.read_text(encoding="utf-8"))
+        if rec.get("status") == "ok":
+            grid[rec["job"]] = rec
+    reruns = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(anchor.glob("*.json"))] if anchor.is_dir() else []
+    reruns = [r for r in reruns if r.get("status") == "ok" and r.get("job") in grid]
+    if not reruns:
+        return [*lines, "Not run yet (`docs/results/batch_size_study/anchor/` has no finished rerun of a grid job)."]
+    t, _ = collect_records(top2)
+    t = t[_top2_grid(t)]
+    lines += [
+        "| job | grid commit → rerun commit | same batches | "
+        + " | ".join(f"{name} (grid → rerun, Δ)" for name in METRICS.values())
+        + " | largest Δ (abs.), every mAP | cross mAP seed sd of the cell |",
+        "|---|---|---|" + "---|" * len(METRICS) + "---|---|",
+    ]
+    for new in reruns:
+        old = grid[new["job"]]
+        same = old["sampling"].get("batch_settings") == new["sampling"].get("batch_settings") and all(
+            old["sampling"].get(k) == new["sampling"].get(k) for k in ("pairs", "refilled_examples", "realised_alpha")
+        )
+        cols = []
+        for m in METRICS:
+            a, b = old["metrics"][f"val/{m}"], new["metrics"][f"val/{m}"]
+            cols.append(f"{_fmt(a, m)} → {_fmt(b, m)}, {_fmt(b - a, m, '+')}")
+        maps = [k for k in old["metrics"] if k.endswith("/map") and k in new["metrics"]]
+        worst = max(abs(new["metrics"][k] - old["metrics"][k]) for k in maps)
+        cell = t[(t.batch_size == old["batch_size"]) & (t.alpha == old["alpha"]) & (t.steps == old["steps"]) & (t.lr == old["lr"])]
+        lines.append(
+            f"| {new['job']} | {old['commit'][:7]} → {new['commit'][:7]} | {'yes' if same else 'no'} | "
+            + " | ".join(cols)
+            + f" | {worst:.4f} over {len(maps)} | {_fmt(cell['cross/map'].std(ddof=1), 'cross/map')} ({len(cell)} seeds) |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", type=Path, default=Path("docs/results/full_ft_study/jobs"))
     ap.add_argument("--top2", type=Path, default=Path("docs/results/batch_size_study/jobs"))
     ap.add_argument("--control", type=Path, default=None, help="the equal-pairs control's records (optional)")
+    ap.add_argument("--anchor", type=Path, default=None, help="grid jobs rerun at the control's commit (optional)")
     ap.add_argument("--out", type=Path, default=Path("docs/results/full_ft_study"))
     args = ap.parse_args(argv)
     df, pairs = load(args.full, args.top2)
@@ -344,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         cols = ["cell", "batch_size", "steps", "alpha", "seed", "pairs", "passes", "lr", *METRICS, "commit", "job"]
         ctl[cols].sort_values(["cell", "alpha", "seed"]).to_csv(args.out / "control.csv", index=False, float_format="%.6g")
         text += "\n".join(control_lines(ctl)) + "\n"
+    if args.anchor is not None:
+        text += "\n".join(anchor_lines(args.anchor, args.top2)) + "\n"
     (args.out / "regimes.md").write_text(text, encoding="utf-8")
     print((args.out / "regimes.md").read_text(encoding="utf-8"))
     return 0

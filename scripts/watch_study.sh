@@ -20,7 +20,7 @@ while true; do
     case "$out" in *committed*) ;; *) continue ;; esac
     if ! nice -n 10 python scripts/full_ft_study_report.py --full docs/results/full_ft_study/jobs \
         --top2 docs/results/batch_size_study/jobs --control docs/results/batch_size_study/control \
-        --out docs/results/full_ft_study > /tmp/watch_study_report.log 2>&1; then
+        --anchor docs/results/batch_size_study/anchor --out docs/results/full_ft_study > /tmp/watch_study_report.log 2>&1; then
       echo "watch_study: the report failed (records committed alone):"; tail -5 /tmp/watch_study_report.log
       continue
     fi

@@ -113,6 +113,30 @@ def test_the_control_refuses_a_second_learning_rate_and_runs_before_its_records(
         report.main([*argv, "--control", str(tmp_path / "control")])
 
 
+def test_the_anchor_sets_a_rerun_beside_its_grid_record(tmp_path):
+    grid, control = _control_records()
+    _write(tmp_path / "full", _grid(None, 0.1))
+    _write(tmp_path / "top2", _grid(2, 0.0, lr=1.41e-4, skip={(256, a) for a in (0.0, 0.5, 1.0)}) + grid)
+    argv = ["--full", str(tmp_path / "full"), "--top2", str(tmp_path / "top2"), "--out", str(tmp_path / "out")]
+    anchor = tmp_path / "anchor"
+    anchor.mkdir()
+    assert report.main([*argv, "--anchor", str(anchor)]) == 0
+    assert "Not run yet" in (tmp_path / "out" / "regimes.md").read_text()
+    old = next(r for r in grid if r["batch_size"] == 256 and r["alpha"] == 0.5 and r["seed"] == 0)
+    new = json.loads(json.dumps(old)) | {"commit": "def4567"}
+    new["metrics"]["val/cross/map"] += 0.0003  # 0.5500 → 0.5503
+    new["metrics"]["val/en-de/map"] = 0.9  # only in the rerun: not compared
+    _write(anchor, [new])
+    assert report.main([*argv, "--anchor", str(anchor)]) == 0
+    row = (tmp_path / "out" / "regimes.md").read_text().split("### Anchor")[1].splitlines()[-1]
+    assert row.startswith(f"| {old['job']} | abc → def4567 | yes | 0.5500 → 0.5503, +0.0003 | 0.4000 → 0.4000, +0.0000 |")
+    assert row.endswith("| 0.0003 over 3 | 0.0010 (3 seeds) |")  # mono / cross / multi mAP; seeds 0, 1, 2 of the cell
+    new["sampling"]["batch_settings"] = {"en-en": 11, "de-de": 9, "en-de": 44}
+    _write(anchor, [new])
+    assert report.main([*argv, "--anchor", str(anchor)]) == 0
+    assert f"| {old['job']} | abc → def4567 | no |" in (tmp_path / "out" / "regimes.md").read_text()
+
+
 def test_the_committed_report_recomputes_from_the_committed_records(tmp_path, capsys):
     """docs/results/full_ft_study/regimes.md and its CSVs are exactly what the records give (the README's command):
     a new record, or a change to the report, must regenerate them in the same change."""
@@ -120,6 +144,7 @@ def test_the_committed_report_recomputes_from_the_committed_records(tmp_path, ca
 
     out, ft, bs = tmp_path / "again", REPO / "docs/results/full_ft_study", REPO / "docs/results/batch_size_study"
     argv = ["--full", str(ft / "jobs"), "--top2", str(bs / "jobs"), "--control", str(bs / "control"), "--out", str(out)]
+    argv += ["--anchor", str(bs / "anchor")]
     assert report.main(argv) == 0
     for name in ("regimes.md", "regimes.csv", "control.csv", "pair_deltas.csv"):
         assert (out / name).read_text(encoding="utf-8") == (ft / name).read_text(encoding="utf-8"), name
