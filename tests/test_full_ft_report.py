@@ -114,7 +114,7 @@ def test_the_control_refuses_a_second_learning_rate_and_runs_before_its_records(
 
 
 def test_the_anchor_sets_a_rerun_beside_its_grid_record(tmp_path):
-    grid, control = _control_records()
+    grid, _ = _control_records()
     _write(tmp_path / "full", _grid(None, 0.1))
     _write(tmp_path / "top2", _grid(2, 0.0, lr=1.41e-4, skip={(256, a) for a in (0.0, 0.5, 1.0)}) + grid)
     argv = ["--full", str(tmp_path / "full"), "--top2", str(tmp_path / "top2"), "--out", str(tmp_path / "out")]
