@@ -356,7 +356,9 @@ def anchor_lines(anchor: Path, top2: Path) -> list[str]:
             cols.append(f"{_fmt(a, m)} → {_fmt(b, m)}, {_fmt(b - a, m, '+')}")
         maps = [k for k in old["metrics"] if k.endswith("/map") and k in new["metrics"]]
         worst = max(abs(new["metrics"][k] - old["metrics"][k]) for k in maps)
-        cell = t[(t.batch_size == old["batch_size"]) & (t.alpha == old["alpha"]) & (t.steps == old["steps"]) & (t.lr == old["lr"])]
+        cell = t[
+            (t.batch_size == old["batch_size"]) & (t.alpha == old["alpha"]) & (t.steps == old["steps"]) & (t.lr == old["lr"])
+        ]
         lines.append(
             f"| {new['job']} | {old['commit'][:7]} → {new['commit'][:7]} | {'yes' if same else 'no'} | "
             + " | ".join(cols)
