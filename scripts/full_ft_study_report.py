@@ -18,7 +18,6 @@ B=256 − B=16, per regime and α; summarised in ``regimes.md``). Cells still ru
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -28,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from hybrid_retrieval.report.collect import collect_records
+from hybrid_retrieval.report.collect import collect_records, read_json
 from hybrid_retrieval.report.markdown import PAPER_STRATEGY_GAIN, detectability
 from hybrid_retrieval.report.plots import plot_pair_deltas
 from hybrid_retrieval.report.stats import compare, holm, minimum_detectable_effect, pooled_seed_noise
@@ -243,7 +242,7 @@ def _passes(folder: Path, jobs: set[str]) -> dict[str, float]:
     drawn (older records, which did not write it; equal when every item was drawn, as at 16,384+ pairs here)."""
     out = {}
     for f in sorted(folder.glob("*.json")):
-        rec = json.loads(f.read_text(encoding="utf-8"))
+        rec = read_json(f)
         if rec.get("job") in jobs:
             samp = rec.get("sampling", {})
             out[rec["job"]] = rec.get("passes") or samp["pairs"] / samp["distinct_items"]
@@ -330,10 +329,10 @@ def anchor_lines(anchor: Path, top2: Path) -> list[str]:
     lines = ["\n### Anchor: a grid job rerun at the control's commit\n"]
     grid = {}
     for f in sorted(top2.glob("*.json")):
-        rec = json.loads(f.read_text(encoding="utf-8"))
+        rec = read_json(f)
         if rec.get("status") == "ok":
             grid[rec["job"]] = rec
-    reruns = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(anchor.glob("*.json"))] if anchor.is_dir() else []
+    reruns = [read_json(f) for f in sorted(anchor.glob("*.json"))] if anchor.is_dir() else []
     reruns = [r for r in reruns if r.get("status") == "ok" and r.get("job") in grid]
     if not reruns:
         return [*lines, "Not run yet (`docs/results/batch_size_study/anchor/` has no finished rerun of a grid job)."]
