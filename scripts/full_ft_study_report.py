@@ -4,13 +4,15 @@ both trained on XQuAD-R and evaluated zero-shot on the full MLQA-R, B ∈ {16, 6
 
     python scripts/full_ft_study_report.py --full docs/results/full_ft_study/jobs \
         --top2 docs/results/batch_size_study/jobs --control docs/results/batch_size_study/control \
-        --anchor docs/results/batch_size_study/anchor --out docs/results/full_ft_study
+        --control-rate docs/results/batch_size_study/control_rate --anchor docs/results/batch_size_study/anchor \
+        --out docs/results/full_ft_study
 
 Writes ``regimes.csv`` (one row per regime × batch × α: seeds, mean and sd of each metric), ``regimes.png`` (the
 curves of both regimes in one figure) and ``regimes.md`` (the table; per regime the batch and strategy effects
 with pooled and Welch 95 % intervals, Holm's control within each family, and the minimum detectable effect); with
 ``--control``, ``control.csv`` (one row per job: pairs and passes over the training items) and the equal-pairs
-control's section of ``regimes.md``; with ``--anchor``, grid jobs rerun at the control's commit beside their
+control's section of ``regimes.md``; with ``--control-rate`` as well, ``control_rate.csv`` and the control's rate
+probe (B=256 × 256 at a quarter of the rate); with ``--anchor``, grid jobs rerun at the control's commit beside their
 records; ``pair_deltas.csv`` and ``pair_deltas/{full_ft,top2}/*.png`` (cross-lingual mAP per language pair,
 B=256 − B=16, per regime and α; summarised in ``regimes.md``). Cells still running are listed, never filled in.
 """
@@ -305,6 +307,13 @@ def control_lines(df: pd.DataFrame) -> list[str]:
         "equal pairs (B=1024×64 − B=256×256)": ("1024×64", "256×256"),
         "equal batch (B=256×256 − B=256×64)": ("256×256", "256×64"),
     }
+    return lines + _cell_families(df, families, "control")
+
+
+def _cell_families(df: pd.DataFrame, families: dict[str, tuple[str, str]], prefix: str) -> list[str]:
+    """Per metric and family (title → (cell a, cell b)), the comparisons a − b at every α where both cells have 2+
+    seeds: Welch from each cell's own seeds, pooled noise over ``df``'s (α, cell) groups, Holm within the family."""
+    lines = []
     noise = df.assign(batch_size=df.cell)  # pooled noise per (α, cell), not per (α, batch)
     for metric, name in METRICS.items():
         sd, dof = pooled_seed_noise(noise, metric)
@@ -316,10 +325,72 @@ def control_lines(df: pd.DataFrame) -> list[str]:
                     va, vb = grouped.get_group((a, hi)).to_numpy(), grouped.get_group((a, lo)).to_numpy()
                     if len(va) >= 2 and len(vb) >= 2 and dof >= 1:
                         done.append(compare(va, vb, sd, dof, f"α={a:g}"))
-            if not done:
-                continue
-            lines += _family(f"control, {family}, {name}", sd, dof, metric, done)
+            if done:
+                lines += _family(f"{prefix}, {family}, {name}", sd, dof, metric, done)
     return lines
+
+
+RATE_ALPHAS = (0.5,)  # the rate probe's design: the hybrid only, 3 seeds
+RATE_CELL = "256×256 lr/4"
+
+
+def load_rate(folder: Path, control: pd.DataFrame) -> pd.DataFrame:
+    """The rate probe of the control: B=256 for 256 steps at a quarter of the control's rate (one row per job, ``cell``
+    = RATE_CELL), so that steps × rate equals the 64-step jobs'. Refuses any other rate: it would be another probe."""
+    cols = [*control.columns]
+    if not any(folder.glob("*.json")):
+        return pd.DataFrame(columns=cols)
+    c, _ = collect_records(folder)
+    ok = (c.status == "ok") & (c.train == "xquad-r") & (c["eval"] == "mlqa-r") & (c.batch_size == 256) & (c.steps == 256)
+    c = c[ok & c.alpha.isin(ALPHAS)].copy()
+    want = control.lr.iloc[0] / 4
+    if len(c) and not all(math.isclose(lr, want, rel_tol=1e-6) for lr in c.lr):
+        raise SystemExit(f"rate probe: records at {sorted(c.lr.unique())}, expected the control's rate / 4 ({want:.4g})")
+    c["passes"] = c.job.map(_passes(folder, set(c.job)))
+    c["cell"] = RATE_CELL
+    return c.assign(source=folder)
+
+
+def rate_lines(rate: pd.DataFrame, control: pd.DataFrame) -> list[str]:
+    """The probe beside the control's B=256×256 (same batches and pairs, 4× the rate) and the grid's B=1024×64
+    (same pairs and summed step size steps × rate, 4× the batch): is the control's drop the small batch's
+    repetition, or 256 steps moving the weights 4× as far?"""
+    lr = control.lr.iloc[0]
+    lines = [
+        "\n### The rate: B=256 × 256 at a quarter of the rate\n",
+        f"B=256 for 256 steps at {lr / 4:.3g} (the control's {lr:.3g} / 4): steps × rate as in the 64-step jobs, so a",
+        "gain over B=256 × 256 at the full rate is the rate, and B=1024 × 64 over it is the bigger batch at equal pairs",
+        "and equal summed step size. α=0.5 only.",
+        "",
+        "| B × steps, rate | α | seeds | pairs | passes | " + " | ".join(METRICS.values()) + " |",
+        "|---|---|---|---|---|" + "---|" * len(METRICS),
+    ]
+    df = pd.concat([control, rate], ignore_index=True)
+    missing = []
+    for cell, label in (
+        ("256×256", f"256 × 256, {lr:.3g}"),
+        (RATE_CELL, f"256 × 256, {lr / 4:.3g}"),
+        ("1024×64", f"1024 × 64, {lr:.3g}"),
+    ):
+        for a in RATE_ALPHAS:
+            sub = df[(df.cell == cell) & (df.alpha == a)]
+            if cell == RATE_CELL and len(sub) < len(SEEDS):
+                missing.append(f"{len(sub)} of {len(SEEDS)} seeds at α={a:g}")
+            if not len(sub):
+                lines.append(f"| {label} | {a:g} | 0 | — | — | " + " | ".join("—" for _ in METRICS) + " |")
+                continue
+            vals = " | ".join(
+                _fmt(sub[m].mean(), m) + (f" ± {_fmt(sub[m].std(ddof=1), m)}" if len(sub) > 1 else "") for m in METRICS
+            )
+            lines.append(f"| {label} | {a:g} | {len(sub)} | {int(sub.pairs.iloc[0]):,} | {sub.passes.mean():.1f} | {vals} |")
+    if missing:
+        lines.append(f"\nNot finished yet: the probe has {', '.join(missing)}.")
+    families = {
+        "the rate (B=256×256 at lr/4 − at lr)": (RATE_CELL, "256×256"),
+        "equal pairs and step size (B=1024×64 − B=256×256 at lr/4)": ("1024×64", RATE_CELL),
+    }
+    df = df[df.alpha.isin(RATE_ALPHAS) & df.cell.isin(("256×256", RATE_CELL, "1024×64"))]
+    return lines + _cell_families(df, families, "rate probe")
 
 
 def anchor_lines(anchor: Path, top2: Path) -> list[str]:
@@ -371,9 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", type=Path, default=Path("docs/results/full_ft_study/jobs"))
     ap.add_argument("--top2", type=Path, default=Path("docs/results/batch_size_study/jobs"))
     ap.add_argument("--control", type=Path, default=None, help="the equal-pairs control's records (optional)")
+    ap.add_argument(
+        "--control-rate", type=Path, default=None, help="the control at a quarter of its rate (optional; with --control)"
+    )
     ap.add_argument("--anchor", type=Path, default=None, help="grid jobs rerun at the control's commit (optional)")
     ap.add_argument("--out", type=Path, default=Path("docs/results/full_ft_study"))
     args = ap.parse_args(argv)
+    if args.control_rate is not None and args.control is None:
+        ap.error("--control-rate compares with the control: give --control too")
     df, pairs = load(args.full, args.top2)
     table = cells(df)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -388,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
         cols = ["cell", "batch_size", "steps", "alpha", "seed", "pairs", "passes", "lr", *METRICS, "commit", "job"]
         ctl[cols].sort_values(["cell", "alpha", "seed"]).to_csv(args.out / "control.csv", index=False, float_format="%.6g")
         text += "\n".join(control_lines(ctl)) + "\n"
+        if args.control_rate is not None:
+            rate = load_rate(args.control_rate, ctl)
+            rate[cols].sort_values(["alpha", "seed"]).to_csv(args.out / "control_rate.csv", index=False, float_format="%.6g")
+            text += "\n".join(rate_lines(rate, ctl)) + "\n"
     if args.anchor is not None:
         text += "\n".join(anchor_lines(args.anchor, args.top2)) + "\n"
     (args.out / "regimes.md").write_text(text, encoding="utf-8")

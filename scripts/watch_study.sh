@@ -3,14 +3,15 @@
 # fine-tuning study's report in the same commit (so tests/test_full_ft_report.py's byte-for-byte check holds at
 # every commit). Polls every INTERVAL seconds (default 240), ROUNDS times (default: until stopped):
 #   nohup bash scripts/watch_study.sh /work/study > /tmp/watch_study.log 2>&1 &
-# Folders synced: the full fine-tuning grid, the equal-pairs control and the anchor (a top-2 grid job rerun at the
-# study clone's commit). Each round: scripts/sync_study_records.sh per folder (it commits the new records), then the
+# Folders synced: the full fine-tuning grid, the equal-pairs control, its rate probe and the anchor (a top-2 grid
+# job rerun at the study clone's commit). Each round: scripts/sync_study_records.sh per folder (it commits the new records), then the
 # report, folded into that commit with --amend (only the report's and the records' paths).
 set -uo pipefail
 src=${1:?usage: watch_study.sh STUDY_CLONE}
 cd "$(dirname "$0")/.."
-folders=(docs/results/full_ft_study/jobs docs/results/batch_size_study/control docs/results/batch_size_study/anchor)
-report=(regimes.md regimes.csv regimes.png control.csv pair_deltas.csv pair_deltas)  # what the report writes (not README.md)
+folders=(docs/results/full_ft_study/jobs docs/results/batch_size_study/control docs/results/batch_size_study/control_rate
+  docs/results/batch_size_study/anchor)
+report=(regimes.md regimes.csv regimes.png control.csv control_rate.csv pair_deltas.csv pair_deltas)  # what the report writes (not README.md)
 round=0
 while true; do
   for rel in "${folders[@]}"; do
@@ -20,7 +21,8 @@ while true; do
     case "$out" in *committed*) ;; *) continue ;; esac
     if ! nice -n 10 python scripts/full_ft_study_report.py --full docs/results/full_ft_study/jobs \
         --top2 docs/results/batch_size_study/jobs --control docs/results/batch_size_study/control \
-        --anchor docs/results/batch_size_study/anchor --out docs/results/full_ft_study > /tmp/watch_study_report.log 2>&1; then
+        --control-rate docs/results/batch_size_study/control_rate --anchor docs/results/batch_size_study/anchor \
+        --out docs/results/full_ft_study > /tmp/watch_study_report.log 2>&1; then
       echo "watch_study: the report failed (records committed alone):"; tail -5 /tmp/watch_study_report.log
       continue
     fi

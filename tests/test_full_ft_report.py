@@ -113,6 +113,42 @@ def test_the_control_refuses_a_second_learning_rate_and_runs_before_its_records(
         report.main([*argv, "--control", str(tmp_path / "control")])
 
 
+def test_the_rate_probe_sits_beside_the_control_and_the_big_batch(tmp_path):
+    grid, control = _control_records()
+    rate = []
+    for rec in control:  # the control's α=0.5 jobs at a quarter of its rate, cross mAP +0.003 (0.556 against 0.555 at B=1024)
+        if rec["alpha"] == 0.5:
+            new = json.loads(json.dumps(rec)) | {"lr": 1.41e-4 / 4, "job": rec["job"] + "-quarter"}
+            new["metrics"]["val/cross/map"] += 0.003
+            rate.append(new)
+    _write(tmp_path / "full", _grid(None, 0.1))
+    _write(tmp_path / "top2", _grid(2, 0.0, lr=1.41e-4, skip={(256, a) for a in (0.0, 0.5, 1.0)}) + grid)
+    _write(tmp_path / "control", control)
+    argv = ["--full", str(tmp_path / "full"), "--top2", str(tmp_path / "top2"), "--out", str(tmp_path / "out")]
+    argv += ["--control", str(tmp_path / "control")]
+    _write(tmp_path / "two", rate[:2])  # seeds 0 and 1: compared, the missing seed named
+    assert report.main([*argv, "--control-rate", str(tmp_path / "two")]) == 0
+    md = (tmp_path / "out" / "regimes.md").read_text().split("### The rate")[1]
+    assert "| 256 × 256, 3.53e-05 | 0.5 | 2 | 65,536 | 55.1 | 0.5555 ± 0.0007 |" in md
+    assert "Not finished yet: the probe has 2 of 3 seeds at α=0.5." in md
+    _write(tmp_path / "rate", rate)
+    assert report.main([*argv, "--control-rate", str(tmp_path / "rate")]) == 0
+    md = (tmp_path / "out" / "regimes.md").read_text().split("### The rate")[1]
+    assert "| 256 × 256, 0.000141 | 0.5 | 3 | 65,536 | 55.1 | 0.5530 ± 0.0010 |" in md  # the control at its own rate
+    assert "| 256 × 256, 3.53e-05 | 0.5 | 3 | 65,536 | 55.1 | 0.5560 ± 0.0010 |" in md and "Not finished" not in md
+    the_rate = md.split("**rate probe, the rate (B=256×256 at lr/4 − at lr), cross mAP**")[1].split("survive")[0]
+    assert "| α=0.5 | +0.0030 |" in the_rate
+    big = md.split("**rate probe, equal pairs and step size (B=1024×64 − B=256×256 at lr/4), cross mAP**")[1]
+    assert "| α=0.5 | -0.0010 |" in big.split("survive")[0]
+    assert len((tmp_path / "out" / "control_rate.csv").read_text().splitlines()) == 1 + 3
+    rate[0]["lr"] = 1.41e-4  # the control's own rate in the probe's folder: another experiment, refused
+    _write(tmp_path / "rate", rate)
+    with pytest.raises(SystemExit, match="rate probe: records at"):
+        report.main([*argv, "--control-rate", str(tmp_path / "rate")])
+    with pytest.raises(SystemExit):  # the probe needs the control it is compared with
+        report.main([*argv[:-2], "--control-rate", str(tmp_path / "two")])
+
+
 def test_the_anchor_sets_a_rerun_beside_its_grid_record(tmp_path):
     grid, _ = _control_records()
     _write(tmp_path / "full", _grid(None, 0.1))
@@ -144,7 +180,7 @@ def test_the_committed_report_recomputes_from_the_committed_records(tmp_path, ca
 
     out, ft, bs = tmp_path / "again", REPO / "docs/results/full_ft_study", REPO / "docs/results/batch_size_study"
     argv = ["--full", str(ft / "jobs"), "--top2", str(bs / "jobs"), "--control", str(bs / "control"), "--out", str(out)]
-    argv += ["--anchor", str(bs / "anchor")]
+    argv += ["--control-rate", str(bs / "control_rate"), "--anchor", str(bs / "anchor")]
     assert report.main(argv) == 0
-    for name in ("regimes.md", "regimes.csv", "control.csv", "pair_deltas.csv"):
+    for name in ("regimes.md", "regimes.csv", "control.csv", "control_rate.csv", "pair_deltas.csv"):
         assert (out / name).read_text(encoding="utf-8") == (ft / name).read_text(encoding="utf-8"), name
