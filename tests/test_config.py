@@ -167,6 +167,14 @@ def test_study_lr_rule_is_sqrt_capped_at_64(experiment, sweep, batch, lr):
     assert cfg.data.sampler.batches_per_epoch == 64  # equal updates at every batch size
 
 
+def test_the_control_rate_probe_runs_at_a_quarter_of_the_control_rate():
+    """scripts/run_batch_size_study.sh's control_rate stage: B=256 for 256 steps at the control's rate / 4."""
+    control = ["+experiment=mlqa_r", "+sweep=study_mlqa_r", "data.batch_size=256", "budget.steps=256"]
+    probe = make_cfg([*control, "data.sampler.alpha=0.5", "budget.base_lr=2.5e-5"])
+    assert probe.model.optimizer.lr == pytest.approx(make_cfg(control).model.optimizer.lr / 4, rel=1e-12)
+    assert probe.data.sampler.batches_per_epoch == 256 and probe.data.batch_size == 256
+
+
 def test_ft_dev_sweep_validates_on_the_dev_split_of_its_training_data():
     """The learning-rate selection never scores the evaluation benchmark: dev split of XQuAD-R, full fine-tuning."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
