@@ -273,6 +273,14 @@ def load_control(control: Path, top2: Path) -> pd.DataFrame:
     return df
 
 
+def _cell_row(label: str, alpha: float, sub: pd.DataFrame) -> str:
+    """One control-table row: seeds, pairs, passes and mean ± sd per metric of a cell's jobs (dashes when none)."""
+    if not len(sub):
+        return f"| {label} | {alpha:g} | 0 | — | — | " + " | ".join("—" for _ in METRICS) + " |"
+    vals = " | ".join(_fmt(sub[m].mean(), m) + (f" ± {_fmt(sub[m].std(ddof=1), m)}" if len(sub) > 1 else "") for m in METRICS)
+    return f"| {label} | {alpha:g} | {len(sub)} | {int(sub.pairs.iloc[0]):,} | {sub.passes.mean():.1f} | {vals} |"
+
+
 def control_lines(df: pd.DataFrame) -> list[str]:
     """The control's table (mean ± sd per cell, pairs and passes) and its two families of comparisons per metric:
     equal pairs (B=1024×64 − B=256×256: the bigger batch, 4× fewer updates) and equal batch (B=256×256 − B=256×64:
@@ -292,15 +300,7 @@ def control_lines(df: pd.DataFrame) -> list[str]:
             sub = df[(df.cell == f"{b}×{steps}") & (df.alpha == a)]
             if len(sub) < len(SEEDS):
                 missing.append(f"{b}×{steps} α={a:g}: {len(sub)}")
-            if not len(sub):
-                lines.append(f"| {b} × {steps} | {a:g} | 0 | — | — | " + " | ".join("—" for _ in METRICS) + " |")
-                continue
-            vals = " | ".join(
-                _fmt(sub[m].mean(), m) + (f" ± {_fmt(sub[m].std(ddof=1), m)}" if len(sub) > 1 else "") for m in METRICS
-            )
-            lines.append(
-                f"| {b} × {steps} | {a:g} | {len(sub)} | {int(sub.pairs.iloc[0]):,} | {sub.passes.mean():.1f} | {vals} |"
-            )
+            lines.append(_cell_row(f"{b} × {steps}", a, sub))
     if missing:
         lines.append(f"\nNot finished yet: {len(missing)} of 9 cells have fewer than {len(SEEDS)} seeds ({', '.join(missing)}).")
     families = {
@@ -376,13 +376,7 @@ def rate_lines(rate: pd.DataFrame, control: pd.DataFrame) -> list[str]:
             sub = df[(df.cell == cell) & (df.alpha == a)]
             if cell == RATE_CELL and len(sub) < len(SEEDS):
                 missing.append(f"{len(sub)} of {len(SEEDS)} seeds at α={a:g}")
-            if not len(sub):
-                lines.append(f"| {label} | {a:g} | 0 | — | — | " + " | ".join("—" for _ in METRICS) + " |")
-                continue
-            vals = " | ".join(
-                _fmt(sub[m].mean(), m) + (f" ± {_fmt(sub[m].std(ddof=1), m)}" if len(sub) > 1 else "") for m in METRICS
-            )
-            lines.append(f"| {label} | {a:g} | {len(sub)} | {int(sub.pairs.iloc[0]):,} | {sub.passes.mean():.1f} | {vals} |")
+            lines.append(_cell_row(label, a, sub))
     if missing:
         lines.append(f"\nNot finished yet: the probe has {', '.join(missing)}.")
     families = {
