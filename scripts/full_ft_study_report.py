@@ -379,12 +379,23 @@ def rate_lines(rate: pd.DataFrame, control: pd.DataFrame) -> list[str]:
             lines.append(_cell_row(label, a, sub))
     if missing:
         lines.append(f"\nNot finished yet: the probe has {', '.join(missing)}.")
-    families = {
-        "the rate (B=256×256 at lr/4 − at lr)": (RATE_CELL, "256×256"),
-        "equal pairs and step size (B=1024×64 − B=256×256 at lr/4)": ("1024×64", RATE_CELL),
+    comparisons = {  # one family per metric and α: both questions, Holm over the two
+        "the rate: 256×256 at lr/4 − at lr": (RATE_CELL, "256×256"),
+        "the batch at equal pairs and step size: 1024×64 − 256×256 at lr/4": ("1024×64", RATE_CELL),
     }
-    df = df[df.alpha.isin(RATE_ALPHAS) & df.cell.isin(("256×256", RATE_CELL, "1024×64"))]
-    return lines + _cell_families(df, families, "rate probe")
+    noise = df[df.cell.isin(("256×256", RATE_CELL, "1024×64"))].assign(batch_size=lambda d: d.cell)
+    for a in RATE_ALPHAS:
+        for metric, name in METRICS.items():
+            sd, dof = pooled_seed_noise(noise[noise.alpha == a], metric)
+            cell = {c: g[metric].to_numpy() for c, g in noise[noise.alpha == a].groupby("cell")}
+            done = [
+                compare(cell[hi], cell[lo], sd, dof, label)
+                for label, (hi, lo) in comparisons.items()
+                if dof >= 1 and len(cell.get(hi, ())) >= 2 and len(cell.get(lo, ())) >= 2
+            ]
+            if done:
+                lines += _family(f"rate probe, α={a:g}, {name}", sd, dof, metric, done)
+    return lines
 
 
 def anchor_lines(anchor: Path, top2: Path) -> list[str]:
