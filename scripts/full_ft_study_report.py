@@ -106,6 +106,20 @@ def _family(title: str, sd: float, dof: int, metric: str, done: list, gain: tupl
     return out
 
 
+def _cell_comparisons(noise: pd.DataFrame, metric: str, wanted: list[tuple[str, tuple, tuple]]) -> tuple[list, float, int]:
+    """(comparisons, pooled sd, its dof): for each (label, key a, key b) of ``wanted`` whose two (α, batch_size) cells
+    both have 2+ seeds, a − b with Welch from the two cells' own seeds beside the noise pooled over all of
+    ``noise``'s (α, batch_size) cells."""
+    sd, dof = pooled_seed_noise(noise, metric)
+    seeds = {key: g.to_numpy() for key, g in noise.groupby(["alpha", "batch_size"])[metric]}
+    done = [
+        compare(seeds[ka], seeds[kb], sd, dof, label)
+        for label, ka, kb in wanted
+        if dof >= 1 and len(seeds.get(ka, ())) >= 2 and len(seeds.get(kb, ())) >= 2
+    ]
+    return done, sd, dof
+
+
 def effect_lines(df: pd.DataFrame, regime: str) -> list[str]:
     """Batch effects (64−16, 256−64 per α) and strategy effects (hybrid − α=0 / α=1 per B), per metric; Holm within
     each (kind, metric) family. Only comparisons whose two cells both have 2+ seeds."""
@@ -114,8 +128,6 @@ def effect_lines(df: pd.DataFrame, regime: str) -> list[str]:
     for metric, name in METRICS.items():
         if here[metric].notna().sum() < 4:
             continue
-        grouped = here.groupby(["alpha", "batch_size"])[metric]
-        sd, dof = pooled_seed_noise(here, metric)
         families = {"batch": [], "strategy": []}
         for a in ALPHAS:
             for lo, hi in ((16, 64), (64, 256)):
@@ -124,12 +136,7 @@ def effect_lines(df: pd.DataFrame, regime: str) -> list[str]:
             for base in (0.0, 1.0):
                 families["strategy"].append((f"B={b}: hybrid − α={base:g}", (0.5, b), (base, b)))
         for kind, comps in families.items():
-            done = []
-            for label, ka, kb in comps:
-                if ka in grouped.groups and kb in grouped.groups:
-                    va, vb = grouped.get_group(ka).to_numpy(), grouped.get_group(kb).to_numpy()
-                    if len(va) >= 2 and len(vb) >= 2 and dof >= 1:
-                        done.append(compare(va, vb, sd, dof, label))
+            done, sd, dof = _cell_comparisons(here, metric, comps)
             if not done:
                 continue
             gain = PAPER_STRATEGY_GAIN.get(metric) if kind == "strategy" else None
@@ -307,26 +314,12 @@ def control_lines(df: pd.DataFrame) -> list[str]:
         "equal pairs (B=1024×64 − B=256×256)": ("1024×64", "256×256"),
         "equal batch (B=256×256 − B=256×64)": ("256×256", "256×64"),
     }
-    return lines + _cell_families(df, families, "control")
-
-
-def _cell_families(df: pd.DataFrame, families: dict[str, tuple[str, str]], prefix: str) -> list[str]:
-    """Per metric and family (title → (cell a, cell b)), the comparisons a − b at every α where both cells have 2+
-    seeds: Welch from each cell's own seeds, pooled noise over ``df``'s (α, cell) groups, Holm within the family."""
-    lines = []
     noise = df.assign(batch_size=df.cell)  # pooled noise per (α, cell), not per (α, batch)
     for metric, name in METRICS.items():
-        sd, dof = pooled_seed_noise(noise, metric)
-        grouped = noise.groupby(["alpha", "batch_size"])[metric]
         for family, (hi, lo) in families.items():
-            done = []
-            for a in ALPHAS:
-                if (a, hi) in grouped.groups and (a, lo) in grouped.groups:
-                    va, vb = grouped.get_group((a, hi)).to_numpy(), grouped.get_group((a, lo)).to_numpy()
-                    if len(va) >= 2 and len(vb) >= 2 and dof >= 1:
-                        done.append(compare(va, vb, sd, dof, f"α={a:g}"))
+            done, sd, dof = _cell_comparisons(noise, metric, [(f"α={a:g}", (a, hi), (a, lo)) for a in ALPHAS])
             if done:
-                lines += _family(f"{prefix}, {family}, {name}", sd, dof, metric, done)
+                lines += _family(f"control, {family}, {name}", sd, dof, metric, done)
     return lines
 
 
@@ -383,16 +376,12 @@ def rate_lines(rate: pd.DataFrame, control: pd.DataFrame) -> list[str]:
         "the rate: 256×256 at lr/4 − at lr": (RATE_CELL, "256×256"),
         "the batch at equal pairs and step size: 1024×64 − 256×256 at lr/4": ("1024×64", RATE_CELL),
     }
-    noise = df[df.cell.isin(("256×256", RATE_CELL, "1024×64"))].assign(batch_size=lambda d: d.cell)
     for a in RATE_ALPHAS:
+        noise = df[df.cell.isin(("256×256", RATE_CELL, "1024×64")) & (df.alpha == a)].assign(batch_size=lambda d: d.cell)
         for metric, name in METRICS.items():
-            sd, dof = pooled_seed_noise(noise[noise.alpha == a], metric)
-            cell = {c: g[metric].to_numpy() for c, g in noise[noise.alpha == a].groupby("cell")}
-            done = [
-                compare(cell[hi], cell[lo], sd, dof, label)
-                for label, (hi, lo) in comparisons.items()
-                if dof >= 1 and len(cell.get(hi, ())) >= 2 and len(cell.get(lo, ())) >= 2
-            ]
+            done, sd, dof = _cell_comparisons(
+                noise, metric, [(label, (a, hi), (a, lo)) for label, (hi, lo) in comparisons.items()]
+            )
             if done:
                 lines += _family(f"rate probe, α={a:g}, {name}", sd, dof, metric, done)
     return lines

@@ -9,8 +9,9 @@
 #   STAGES="side2 side1" bash scripts/run_batch_size_study.sh  # only these parts, in this order
 # Stages: grid (the main grid and the learning-rate check), side1 (alpha 0.25/0.75), side2 (full fine-tuning),
 # side3 (duplicate masking); the full fine-tuning study (docs/results/full_ft_study/): ft_dev (the learning rate
-# per batch size on a dev split of XQuAD-R), ft_grid (its main grid at the chosen rates); control (equal pairs: top-2 B=256 for 256 steps, the pairs of the
-# grid's B=1024 x 64 steps), control_rate (its rate probe: the same at a quarter of the rate, alpha 0.5). Order does not change any result: every job is seeded and resumable on its own.
+# per batch size on a dev split of XQuAD-R), ft_grid (its main grid at the chosen rates); control (equal pairs:
+# top-2 B=256 for 256 steps, the pairs of the grid's B=1024 x 64 steps), control_rate (its rate probe: the same at
+# a quarter of the rate, alpha 0.5). Order does not change any result: every job is seeded and resumable on its own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-"0 1 2"}
@@ -84,9 +85,9 @@ control() {
       results_dir='${paths.root_dir}/docs/results/batch_size_study/control'
   done
 }
-# Its rate probe: B=256 x 256 steps at a quarter of the control's rate (budget.base_lr 1e-4 / 4 -> 1.41e-4 / 4), so steps x
-# rate equals the 64-step jobs': is the control's drop the small batch's repetition or 256 steps moving the weights
-# 4x as far? alpha 0.5 only. Records in batch_size_study/control_rate/.
+# Its rate probe: B=256 x 256 steps at a quarter of the control's rate (budget.base_lr 1e-4 / 4 -> 1.41e-4 / 4), so
+# steps x rate equals the 64-step jobs': is the control's drop the small batch's repetition or 256 steps moving the
+# weights 4x as far? alpha 0.5 only. Records in batch_size_study/control_rate/.
 control_rate() {
   train +experiment=mlqa_r +sweep=study_mlqa_r seed="$(echo $SEEDS | tr ' ' ,)" data.batch_size=256 budget.steps=256 \
     data.sampler.alpha=0.5 budget.base_lr=2.5e-5 results_dir='${paths.root_dir}/docs/results/batch_size_study/control_rate'

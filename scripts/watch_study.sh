@@ -4,8 +4,8 @@
 # every commit). Polls every INTERVAL seconds (default 240), ROUNDS times (default: until stopped):
 #   nohup bash scripts/watch_study.sh /work/study > /tmp/watch_study.log 2>&1 &
 # Folders synced: the full fine-tuning grid, the equal-pairs control, its rate probe and the anchor (a top-2 grid
-# job rerun at the study clone's commit). Each round: scripts/sync_study_records.sh per folder (it commits the new records), then the
-# report, folded into that commit with --amend (only the report's and the records' paths).
+# job rerun at the study clone's commit). Each round: scripts/sync_study_records.sh per folder (it commits the new
+# records), then the report, folded into that commit with --amend (only the report's and the records' paths).
 set -uo pipefail
 src=${1:?usage: watch_study.sh STUDY_CLONE}
 cd "$(dirname "$0")/.."
