@@ -90,6 +90,8 @@ def register_resolvers() -> None:
         ("hr_budget_steps", budget_steps),
         ("hr_lr", scaled_lr),
         ("hr_min", lambda a, b: min(int(a), int(b))),
+        ("hr_max", lambda a, b: max(int(a), int(b))),
+        ("hr_div", lambda a, b: int(a) // int(b)),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -11,7 +11,13 @@
 # side3 (duplicate masking); the full fine-tuning study (docs/results/full_ft_study/): ft_dev (the learning rate
 # per batch size on a dev split of XQuAD-R), ft_grid (its main grid at the chosen rates); control (equal pairs:
 # top-2 B=256 for 256 steps, the pairs of the grid's B=1024 x 64 steps), control_rate (its rate probe: the same at
-# a quarter of the rate, alpha 0.5). Order does not change any result: every job is seeded and resumable on its own.
+# a quarter of the rate, alpha 0.5); the equal-data study (docs/results/equal_data_study/, every job 16,384 pairs):
+# eq_dev16 (the B=16 x 1,024 arm's rate on the dev split, 2 seeds a rate), eq_primary (the pre-stated primary endpoint's
+# cells: alpha 0.5, B=16 x 1,024 seeds 0-4, B=256 x 64 seeds 3-4 beside the grid's 0-2), eq_dev64 (the B=64 x 256
+# arm's rate, 1 seed a rate), eq_secondary (B=16 x 1,024 at alpha 0 and 1, B=64 x 256 at alpha 0.5, seeds 0-2),
+# eq_matched (B=16 x 1,024 and B=64 x 256 at steps x rate equal to B=256 x 64 at its rate, alpha 0.5, seeds 0-2).
+#   STAGES="eq_dev16 eq_primary eq_dev64 eq_secondary eq_matched" bash scripts/run_batch_size_study.sh
+# Order does not change any result: every job is seeded and resumable on its own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-"0 1 2"}
@@ -92,10 +98,54 @@ control_rate() {
   train +experiment=mlqa_r +sweep=study_mlqa_r seed="$(echo $SEEDS | tr ' ' ,)" data.batch_size=256 budget.steps=256 \
     data.sampler.alpha=0.5 budget.base_lr=2.5e-5 results_dir='${paths.root_dir}/docs/results/batch_size_study/control_rate'
 }
+# The equal-data study (docs/results/equal_data_study/README.md): every job sees 16,384 training pairs
+# (conf/sweep/study_eq*.yaml: steps = pairs / batch), full fine-tuning, XQuAD-R 90 % -> full MLQA-R.
+eq_dir=docs/results/equal_data_study
+eq_dev() {  # eq_dev BATCH SEED...: the dev grid (3e-5, 1e-4, 3e-4) seed by seed, then the winner's neighbour at an edge
+  local b=$1 s nxt
+  shift
+  for s in "$@"; do train +experiment=mlqa_r +sweep=study_eq_dev data.batch_size="$b" seed="$s"; done
+  nxt=$(python scripts/choose_lr.py --records "$eq_dir/dev" --batch "$b" --neighbour) || return 2
+  if [ -n "$nxt" ]; then
+    for s in "$@"; do train +experiment=mlqa_r +sweep=study_eq_dev data.batch_size="$b" seed="$s" model.optimizer.lr="$nxt"; done
+  fi
+}
+eq_dev16() { eq_dev 16 0 1; }
+eq_dev64() { eq_dev 64 0; }
+eq_rate() {  # the rate chosen on the dev split for batch $1 (B=256 x 64: the full fine-tuning grid's own dev records)
+  if [ "$1" = 256 ]; then python scripts/choose_lr.py --records docs/results/full_ft_study/dev --batch 256
+  else python scripts/choose_lr.py --records "$eq_dir/dev" --batch "$1"; fi
+}
+eq() { train +experiment=mlqa_r +sweep=study_eq "$@"; }
+eq_primary() {
+  local lr16 lr256 s
+  lr16=$(eq_rate 16) && lr256=$(eq_rate 256) || return 2
+  for s in 0 1 2 3 4; do
+    eq seed="$s" data.batch_size=16 data.sampler.alpha=0.5 budget.dev_lr="$lr16"
+    if [ "$s" -ge 3 ]; then eq seed="$s" data.batch_size=256 data.sampler.alpha=0.5 budget.dev_lr="$lr256"; fi
+  done
+}
+eq_secondary() {
+  local lr16 lr64 s
+  lr16=$(eq_rate 16) && lr64=$(eq_rate 64) || return 2
+  for s in 0 1 2; do
+    eq seed="$s" data.batch_size=16 data.sampler.alpha=0,1 budget.dev_lr="$lr16"
+    eq seed="$s" data.batch_size=64 data.sampler.alpha=0.5 budget.dev_lr="$lr64"
+  done
+}
+eq_matched() {  # steps x rate of B=256 x 64 at its rate: B=16 x 1,024 at rate / 16, B=64 x 256 at rate / 4
+  local lr256 s
+  lr256=$(eq_rate 256) || return 2
+  for s in 0 1 2; do
+    eq seed="$s" data.batch_size=16 data.sampler.alpha=0.5 budget.dev_lr="$(python -c "print(f'{$lr256 / 16:g}')")"
+    eq seed="$s" data.batch_size=64 data.sampler.alpha=0.5 budget.dev_lr="$(python -c "print(f'{$lr256 / 4:g}')")"
+  done
+}
+all_stages="grid side1 side2 side3 ft_dev ft_grid control control_rate eq_dev16 eq_primary eq_dev64 eq_secondary eq_matched"
 for stage in $STAGES; do  # check every name before running anything
-  case "$stage" in
-    grid | side1 | side2 | side3 | ft_dev | ft_grid | control | control_rate) ;;
-    *) echo "run_batch_size_study.sh: unknown stage '$stage' (expected: grid side1 side2 side3 ft_dev ft_grid control control_rate)" >&2; exit 2 ;;
+  case " $all_stages " in
+    *" $stage "*) ;;
+    *) echo "run_batch_size_study.sh: unknown stage '$stage' (expected: $all_stages)" >&2; exit 2 ;;
   esac
 done
 for stage in $STAGES; do "$stage"; done

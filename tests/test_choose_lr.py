@@ -11,16 +11,17 @@ from tests.conftest import REPO, load_script
 choose_lr = load_script("choose_lr.py")
 
 
-def _record(tmp_path, batch, lr, score, validated_on="xquad-r-dev", status="ok"):
+def _record(tmp_path, batch, lr, score, validated_on="xquad-r-dev", status="ok", seed=0):
     record = {
         "status": status,
-        "job": f"B{batch}-lr{lr}",
+        "job": f"B{batch}-lr{lr}-s{seed}",
         "batch_size": batch,
         "lr": lr,
+        "seed": seed,
         "validated_on": validated_on,
         "metrics": {"val/multi/map": score},
     }
-    (tmp_path / f"B{batch}-lr{lr}-{validated_on}.json").write_text(json.dumps(record))
+    (tmp_path / f"B{batch}-lr{lr}-s{seed}-{validated_on}.json").write_text(json.dumps(record))
 
 
 def test_best_dev_score_wins_and_near_ties_go_to_the_smaller_rate(tmp_path):
@@ -52,3 +53,24 @@ def test_committed_dev_records_choose_a_rate_per_batch():
     assert set(chosen) == {16, 64, 256}
     for row in chosen.values():
         assert row["val/multi/map"] == max(row["scores"].values()) or not row["top_edge"]
+
+
+def test_seeds_of_a_rate_are_averaged_and_an_edge_winner_names_its_neighbour(tmp_path, capsys):
+    """The equal-data study's B=16 x 1,024 arm: 2 seeds a rate; a winner at the bottom edge asks for 1e-5."""
+    for lr, scores in [(3e-5, (0.60, 0.58)), (1e-4, (0.62, 0.55)), (3e-4, (0.50, 0.52))]:
+        for seed, score in enumerate(scores):
+            _record(tmp_path, 16, lr, score, seed=seed)
+    row = choose_lr.choose(choose_lr.load_dev_records(tmp_path))[16]
+    # seed means 0.590 / 0.585 / 0.510: 3e-5 wins although 1e-4 has the single best job
+    assert row["lr"] == 3e-5 and row["val/multi/map"] == pytest.approx(0.59)
+    assert row["bottom_edge"] and not row["top_edge"] and row["seeds"][3e-5] == [0, 1]
+    assert choose_lr.main(["--records", str(tmp_path), "--batch", "16", "--neighbour"]) == 0
+    assert capsys.readouterr().out.strip() == "1e-05"
+    for seed, score in enumerate((0.57, 0.56)):  # the neighbour ran and lost: the winner is interior, no neighbour
+        _record(tmp_path, 16, 1e-5, score, seed=seed)
+    assert choose_lr.main(["--records", str(tmp_path), "--batch", "16", "--neighbour"]) == 0
+    assert capsys.readouterr().out.strip() == ""
+    copy = (tmp_path / "B16-lr1e-05-s1-xquad-r-dev.json").read_text()
+    (tmp_path / "copy.json").write_text(copy)  # the same job twice: refused, named
+    with pytest.raises(SystemExit, match="two dev records for batch 16, lr 1e-05 and seed 1"):
+        choose_lr.main(["--records", str(tmp_path)])

@@ -205,3 +205,50 @@ def test_ft_grid_sweep_trains_on_the_same_split_at_a_rate_it_is_given():
         _ = cfg.model.optimizer.lr
     assert given.model.optimizer.lr == 3e-5
     assert str(cfg.results_dir).endswith("docs/results/full_ft_study/jobs")
+
+
+def _resolved(overrides: list[str]) -> dict:
+    """A composed training config, resolved, without the keys that say where a job writes (not what it computes)."""
+    cfg = make_cfg(overrides)
+    with open_dict(cfg):
+        for key in ("task_name", "results_dir", "callbacks", "logger", "hydra"):
+            cfg.pop(key, None)
+        cfg.paths.output_dir = "/out"  # a job's run directory (set by Hydra at run time): where, not what
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize(("batch", "steps", "every"), [(16, 1024, 128), (64, 256, 32), (256, 64, 16)])
+def test_equal_data_arms_see_16384_pairs_at_their_own_rate(batch, steps, every):
+    """The equal-data study: steps = 16,384 pairs / batch, the rate passed in, 8 resume points a job."""
+    common = ["+experiment=mlqa_r", f"data.batch_size={batch}"]
+    for rate in ("+sweep=study_eq budget.dev_lr=3e-5", "+sweep=study_eq_dev model.optimizer.lr=3e-5"):
+        cfg = make_cfg([*common, *rate.split()])
+        assert cfg.data.sampler.batches_per_epoch == steps and steps * batch == 16384
+        assert cfg.callbacks.resume_checkpoint.every_n_train_steps == every
+        assert cfg.model.optimizer.lr == 3e-5 and cfg.model.encoder.train_layers is None
+        assert cfg.data.sampler.min_pool == 256  # the same 11 languages and 110 pairs at every arm
+        assert str(cfg.results_dir).endswith("equal_data_study/" + ("dev" if "eq_dev" in rate else "jobs"))
+        assert cfg.data.validate_on == ("dev" if "eq_dev" in rate else "eval")
+
+
+def test_the_equal_data_b256_arm_is_the_full_ft_grid_cell():
+    """B=256 x 64 in the equal-data study composes to exactly the grid's job: seeds 3 and 4 extend that cell."""
+    common = ["+experiment=mlqa_r", "data.batch_size=256", "data.sampler.alpha=0.5", "budget.dev_lr=1e-4", "seed=3"]
+    eq, grid = _resolved([*common, "+sweep=study_eq"]), _resolved([*common, "+sweep=study_ft"])
+    eq["budget"].pop("pairs")
+    assert eq == grid
+    # and the B=16 arm differs from the grid's B=16 cell in the steps (and so the pairs) only
+    common16 = [c.replace("256", "16") for c in common]
+    eq16, grid16 = _resolved([*common16, "+sweep=study_eq"]), _resolved([*common16, "+sweep=study_ft"])
+    assert eq16["data"]["sampler"].pop("batches_per_epoch") == 1024 and grid16["data"]["sampler"].pop("batches_per_epoch") == 64
+    assert eq16["budget"].pop("steps") == 1024 and grid16["budget"].pop("steps") == 64
+    eq16["budget"].pop("pairs")
+    assert eq16 == grid16
+
+
+def test_eq_dev_sweep_tries_three_rates_at_alpha_half():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["+experiment=mlqa_r", "+sweep=study_eq_dev"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params["model.optimizer.lr"] == "3e-5,1e-4,3e-4" and str(params["data.sampler.alpha"]) == "0.5"
+    assert cfg.data.train.name == "xquad-r" and cfg.data.dev.fraction == 0.1 and cfg.data.dev.seed == 0

@@ -199,7 +199,7 @@ def test_sampling_record_counts_settings_excluded_and_duplicates():
     assert rec["mono_batches"] + rec["cross_batches"] == 12
     assert sum(rec["batch_settings"].values()) == 12 and sum(rec["example_settings"].values()) == 12 * 16
     # brute force over the same batches
-    dup, neg, seen = [], [], Counter()
+    dup, neg, seen, pairs = [], [], Counter(), set()
     done = 0
     for epoch in range(3):
         s.set_epoch(epoch)
@@ -211,7 +211,9 @@ def test_sampling_record_counts_settings_excluded_and_duplicates():
             dup.append(sum(g * (g - 1) // 2 for g in groups.values()))
             neg.append(len(groups) - 1)
             seen[f"{b[0].query_lang}-{b[0].passage_lang}"] += 1
+            pairs.update((e.item, e.query_lang, e.passage_lang) for e in b)
     assert rec["batch_settings"] == dict(seen)
+    assert rec["distinct_pairs"] == len(pairs) and rec["distinct_items"] <= len(pairs) <= 12 * 16
     assert rec["dup_pairs_per_batch"] == pytest.approx(np.mean(dup), abs=1e-3) and max(dup) > 0
     assert rec["distinct_negatives_per_query"] == pytest.approx(np.mean(neg), abs=1e-3)
     # min_pool=120 excludes small pools even though they could fill a batch of 16

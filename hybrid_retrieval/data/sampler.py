@@ -301,7 +301,8 @@ def sampling_record(
     pure function of (seed, epoch), so a resumed run is described as well as an uninterrupted one).
 
     Returns batch kinds and realised α, every (query, passage) language setting with its batch and
-    example counts, the settings the batch size excluded, distinct items, refills, and, with
+    example counts, the settings the batch size excluded, distinct items, distinct training pairs (item,
+    query language, passage language: what an equal-data comparison must hold equal), refills, and, with
     ``positive_key(item, passage_lang)`` (the positive's text), in-batch duplicate positives: pairs of
     examples whose positives are the same sentence, and the distinct negatives a query really sees
     (distinct positives in its batch − 1; gathered across ranks, so per global batch).
@@ -312,6 +313,7 @@ def sampling_record(
     batch_settings: Counter = Counter()
     example_settings: Counter = Counter()
     items: set[int] = set()
+    pairs_seen: set[tuple[int, str, str]] = set()  # distinct (item, query language, passage language)
     dup_pairs, distinct_negs = [], []
     done, epoch, mono = 0, 0, 0
     while done < steps:
@@ -324,6 +326,7 @@ def sampling_record(
             for e in batch:
                 example_settings[f"{e.query_lang}-{e.passage_lang}"] += 1
                 items.add(e.item)
+                pairs_seen.add((e.item, e.query_lang, e.passage_lang))
             if positive_key is not None:
                 groups = Counter(positive_key(e.item, e.passage_lang) for e in batch)
                 dup_pairs.append(sum(g * (g - 1) // 2 for g in groups.values()))
@@ -338,6 +341,7 @@ def sampling_record(
         "alpha_schedule": sampler.alpha_schedule,
         "refilled_examples": int(replay.stats["refilled"]),
         "distinct_items": len(items),
+        "distinct_pairs": len(pairs_seen),
         "batch_settings": dict(sorted(batch_settings.items())),
         "example_settings": dict(sorted(example_settings.items())),
         "query_languages": sorted({k.split("-")[0] for k in example_settings}),
