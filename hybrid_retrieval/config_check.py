@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybrid_retrieval.data.datamodule import TOKENIZE, TRAIN_FORMATS, VALIDATE_ON
 from hybrid_retrieval.data.sampler import ALPHA_SCHEDULES, CROSS_MODES
-from hybrid_retrieval.errors import ConfigError
+from hybrid_retrieval.errors import CheckpointError, ConfigError
+from hybrid_retrieval.models.checkpoint import refusal, unsafe_globals
 from hybrid_retrieval.models.encoder import POOLINGS, PREFIX_CACHE_DTYPES
 from hybrid_retrieval.models.loss import SIMILARITIES
 from hybrid_retrieval.models.module import NONFINITE_POLICIES
@@ -60,6 +61,16 @@ def _alpha(cfg) -> None:
         raise ConfigError("data.sampler.alpha", alpha, "expected a probability in [0, 1]")
 
 
+def _safe_checkpoint(ckpt) -> None:
+    """A checkpoint whose unpickling would import code is refused before anything loads it (models/checkpoint.py)."""
+    try:
+        names = unsafe_globals(str(ckpt))
+    except CheckpointError:
+        raise ConfigError("ckpt_path", ckpt, "not a complete PyTorch checkpoint (truncated or another format)") from None
+    if names:
+        raise ConfigError("ckpt_path", ckpt, refusal(names))
+
+
 def _lr(cfg, default: float) -> None:
     lr = _get(cfg, "model.optimizer.lr", default)
     if not isinstance(lr, int | float) or lr <= 0:
@@ -77,6 +88,7 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError("ckpt_path", ckpt, "expected an existing checkpoint file")
         if not zipfile.is_zipfile(str(ckpt)):
             raise ConfigError("ckpt_path", ckpt, "not a complete PyTorch checkpoint (truncated or another format)")
+        _safe_checkpoint(ckpt)
     if str(_get(cfg, "data._target_", "")).endswith("ImageTextDataModule"):
         _validate_image_text(cfg)
         return
@@ -281,6 +293,8 @@ def check_evaluate_config(cfg: DictConfig) -> None:
     ckpt = _get(cfg, "ckpt_path")
     if ckpt is not None and not Path(str(ckpt)).is_file():
         raise ConfigError("ckpt_path", ckpt, "expected an existing checkpoint file")
+    if ckpt is not None and zipfile.is_zipfile(str(ckpt)):
+        _safe_checkpoint(ckpt)
     device = str(_get(cfg, "device", "auto"))
     why = _device_ok(device)
     if why:

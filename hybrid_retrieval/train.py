@@ -26,6 +26,7 @@ from hybrid_retrieval.callbacks import ImageTextEvaluator, LareqaEvaluator
 from hybrid_retrieval.cli import exit_on_user_error, install_hydra_error_handler, remove_unused_run_dir, user_message
 from hybrid_retrieval.config_check import validate_config
 from hybrid_retrieval.errors import ConfigError
+from hybrid_retrieval.models.checkpoint import check_checkpoint
 from hybrid_retrieval.paths import CONFIG_DIR
 from hybrid_retrieval.sweeps import register_resolvers
 from hybrid_retrieval.utils import (
@@ -68,14 +69,6 @@ def train(cfg: DictConfig) -> float | None:
     instantiate(cfg.trainer, callbacks=[], logger=False)  # a throw-away Trainer: Lightning checks its arguments now
     if cfg.get("seed") is not None:  # from here on the same generator draws, in the same order, as before the preflight
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = instantiate(cfg.model)
-    datamodule.attach_encoder(model.encoder)
-    loggers = instantiate_loggers(cfg.get("logger"))
-    callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for lg in loggers:
-        lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "code_commit": commit, "job_key": key})
-    define_wandb_summaries(loggers)
     ckpt_path = cfg.get("ckpt_path")
     last = out_dir / "checkpoints" / "last.ckpt"
     if cfg.get("resume") and ckpt_path is None and (last.exists() or not _is_multirun()):
@@ -84,9 +77,19 @@ def train(cfg: DictConfig) -> float | None:
             log.info("resume=true: continuing from %s", ckpt_path)
         else:
             log.warning("resume=true but %s does not exist: starting from scratch", last)
+    if ckpt_path is not None:  # before the model loads: a file whose unpickling would import code is refused unopened
+        check_checkpoint(ckpt_path)
+    model = instantiate(cfg.model)
+    datamodule.attach_encoder(model.encoder)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "code_commit": commit, "job_key": key})
+    define_wandb_summaries(loggers)
     if cfg.get("validate_before_training") and ckpt_path is None:
         trainer.validate(model, datamodule=datamodule)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     value = metrics.get(cfg.optimized_metric)
     if trainer.is_global_zero:

@@ -18,6 +18,16 @@ from tests.conftest import make_lareqa
 pytestmark = pytest.mark.slow  # ~50 subprocesses
 
 
+class _CreatesAFile:
+    """Pickled as builtins.open(path, "w"): whoever unpickles it creates ``path`` (harmless stand-in for any code)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_model_dir) -> dict:
     """Tiny benchmarks, broken files of every kind, and a place where nothing may appear."""
@@ -46,6 +56,9 @@ def world(tmp_path_factory, tiny_model_dir) -> dict:
     w["latin1"] = latin1
     w["truncated_ckpt"] = root / "truncated.ckpt"
     w["truncated_ckpt"].write_bytes(b"PK\x03\x04 half a checkpoint")
+    w["evil_ckpt"] = root / "evil.ckpt"  # unpickling it would create PWNED: a checkpoint that runs code
+    torch.save({"state_dict": {}, "payload": _CreatesAFile(str(root / "PWNED"))}, w["evil_ckpt"])
+    w["good_corpus"] = jsonl("docs.jsonl", [json.dumps({"id": "d1", "text": "a document"})])
     w["foreign_dir"] = root / "foreign"
     w["foreign_dir"].mkdir()
     (w["foreign_dir"] / "notes.txt").write_text("mine")
@@ -109,6 +122,7 @@ CASES = [
     ("chunk-0", lambda w: _train(w, "model.grad_cache.chunk_size=0"), "model.grad_cache.chunk_size=0"),
     ("ckpt-missing", lambda w: _train(w, f"ckpt_path={w['root']}/none.ckpt"), "ckpt_path="),
     ("ckpt-truncated", lambda w: _train(w, f"ckpt_path={w['truncated_ckpt']}"), "not a complete PyTorch checkpoint"),
+    ("ckpt-unsafe", lambda w: _train(w, f"ckpt_path={w['evil_ckpt']}"), "refused: loading it would import io.open"),
     ("jsonl-missing", lambda w: _train(w, "data.train.format=jsonl", f"data.train.path={w['root']}/no.jsonl"), "data.train.path"),
     ("jsonl-bad-line", lambda w: _jsonl(w, "bad_json"), "bad.jsonl: line 2: one JSON object per line"),
     ("#6 jsonl-not-utf8", lambda w: _jsonl(w, "latin1"), "latin1.jsonl: line 1: UTF-8 text"),
@@ -129,6 +143,7 @@ CASES = [
     ("eval-topk-0", lambda w: _evaluate(w, "run_topk=0"), "run_topk=0"),
     ("eval-language", lambda w: _evaluate(w, "data.languages=[zz]"), "unknown language 'zz'"),
     ("eval-ckpt-missing", lambda w: _evaluate(w, f"ckpt_path={w['root']}/none.ckpt"), "ckpt_path="),
+    ("eval-ckpt-unsafe", lambda w: _evaluate(w, f"ckpt_path={w['evil_ckpt']}"), "refused: loading it would import"),
     ("eval-adhoc-missing", lambda w: _evaluate(w, f"adhoc.root={w['root']}/nothing"), "adhoc.root="),
     ("eval-unknown-key", lambda w: _evaluate(w, "bogus=1"), "Could not override 'bogus'"),
     # export
@@ -141,6 +156,25 @@ CASES = [
         "export-ckpt-truncated",
         lambda w: ["hybrid_retrieval.export", str(w["truncated_ckpt"]), f"{w['root']}/out"],
         "not a readable PyTorch checkpoint",
+    ),
+    (
+        "export-ckpt-unsafe",
+        lambda w: ["hybrid_retrieval.export", str(w["evil_ckpt"]), f"{w['root']}/out"],
+        "evil.ckpt: refused: loading it would import io.open",
+    ),
+    (
+        "search-ckpt-unsafe",
+        lambda w: [
+            "hybrid_retrieval.search",
+            "index",
+            "--ckpt",
+            str(w["evil_ckpt"]),
+            "--corpus",
+            str(w["good_corpus"]),
+            "--index",
+            f"{w['root']}/ix",
+        ],
+        "evil.ckpt: refused: loading it would import io.open",
     ),
     (
         "#4 export-foreign-dir",
@@ -231,6 +265,23 @@ def test_bad_input_is_one_line_exit_2_nothing_left(world, case, argv, fragment):
     assert len(lines) == 1 and lines[0].startswith("error: "), report
     assert fragment in lines[0], report
     assert "Traceback" not in proc.stdout + proc.stderr, report
+    assert not (Path(world["root"]) / "PWNED").exists(), "a checkpoint's pickle ran code"
     left = [name for name in LEFT_BEHIND if (Path(world["root"]) / name).exists()]
     assert left == [], f"left behind: {left}\n{report}"
     assert (world["foreign_dir"] / "notes.txt").read_text() == "mine" and len(list(world["foreign_dir"].iterdir())) == 1
+
+
+def test_resume_refuses_a_last_checkpoint_that_would_run_code(world, tmp_path):
+    """resume=true picks the run directory's checkpoints/last.ckpt: an unsafe one is refused before it loads."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(world["evil_ckpt"].read_bytes())
+    argv = [*_train(world, f"hydra.run.dir={run}", "resume=true", "trainer.max_steps=1", "data.eval.max_questions=8")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: {run / 'checkpoints' / 'last.ckpt'}: "), lines[0]
+    assert "refused: loading it would import io.open" in lines[0]
+    assert not (world["root"] / "PWNED").exists()
+    assert (run / "checkpoints" / "last.ckpt").exists()  # refused, not deleted: the user's file stays

@@ -641,6 +641,10 @@ def test_export_loads_in_sentence_transformers_with_our_embeddings(tiny_data, ti
     run_cli([*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=none", "model.optimizer.lr=5e-3"], tmp_path)
     out = tmp_path / "exported"
     main([str(run_dir / "checkpoints" / "last.ckpt"), str(out)])
+    # weights as safetensors only: nothing in the export needs unpickling to load
+    assert list(out.rglob("*.safetensors")) and not [
+        p for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+    ]
     model = st.SentenceTransformer(str(out), device="cpu")
     assert model.max_seq_length == 32
     # loaded as saved, without a (randomly initialised, "missing weights") pooler our towers never had
