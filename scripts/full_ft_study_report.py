@@ -121,7 +121,7 @@ def _cell_comparisons(noise: pd.DataFrame, metric: str, wanted: list[tuple[str, 
 
 
 def effect_lines(df: pd.DataFrame, regime: str) -> list[str]:
-    """Batch effects (64−16, 256−64 per α) and strategy effects (hybrid − α=0 / α=1 per B), per metric; Holm within
+    """Batch effects (64−16, 256−64 per α) and strategy effects (all three pairs of α per B), per metric; Holm within
     each (kind, metric) family. Only comparisons whose two cells both have 2+ seeds."""
     here = df[df.regime == regime]
     out = []
@@ -132,9 +132,9 @@ def effect_lines(df: pd.DataFrame, regime: str) -> list[str]:
         for a in ALPHAS:
             for lo, hi in ((16, 64), (64, 256)):
                 families["batch"].append((f"α={a:g}: B {hi} − {lo}", (a, hi), (a, lo)))
-        for b in BATCHES:
-            for base in (0.0, 1.0):
-                families["strategy"].append((f"B={b}: hybrid − α={base:g}", (0.5, b), (base, b)))
+        for b in BATCHES:  # all three pairs of strategies: the hybrid against each baseline, and the baselines
+            for label, ka, kb in (("hybrid − α=0", 0.5, 0.0), ("hybrid − α=1", 0.5, 1.0), ("α=0 − α=1", 0.0, 1.0)):
+                families["strategy"].append((f"B={b}: {label}", (ka, b), (kb, b)))
         for kind, comps in families.items():
             done, sd, dof = _cell_comparisons(here, metric, comps)
             if not done:
