@@ -1,0 +1,120 @@
+"""scripts/equal_data_study_report.py on synthetic records: arms by (batch, steps, rate), the rate chosen on the dev
+records (seeds averaged), the pre-stated primary endpoint (pending until every seed, then Welch and a verdict),
+Holm families, the untrained reference row, unfinished cells listed; and the committed report regenerates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tests.conftest import REPO, load_script
+from tests.test_sweeps import _record
+
+report = load_script("equal_data_study_report.py")
+
+
+def _job(batch, alpha, seed, lr, cross, steps=None):
+    rec = _record("xquad-r", "mlqa-r", batch, alpha, seed, cross=cross, layers=None)
+    steps = steps or 16384 // batch
+    rec.update(job=f"B{batch}-a{alpha}-s{seed}-lr{lr}-st{steps}", steps=steps, lr=lr, passes=steps * batch / 1061)
+    rec["sampling"].update(pairs=steps * batch, distinct_pairs=9000 + batch + seed)
+    rec["metrics"]["val/multi/rank_distance"] = 400.0 + seed  # seed noise, so the families exist
+    return rec
+
+
+def _dev(batch, lr, seed, score):
+    return {"status": "ok", "job": f"dev-B{batch}-lr{lr}-s{seed}", "batch_size": batch, "lr": lr, "seed": seed,
+            "validated_on": "xquad-r-dev", "metrics": {"val/multi/map": score}}  # fmt: skip
+
+
+def _write(folder, records):
+    folder.mkdir(parents=True, exist_ok=True)
+    for rec in records:
+        (folder / f"{rec['job']}.json").write_text(json.dumps(rec))
+
+
+def _world(tmp_path, b16_seeds=5, b256_extra=(3, 4), stray=False):
+    dev = [_dev(16, lr, s, score + 0.01 * s) for lr, score in ((3e-5, 0.60), (1e-4, 0.58), (3e-4, 0.50)) for s in (0, 1)]
+    dev += [_dev(16, 1e-5, s, 0.55) for s in (0, 1)]  # 3e-5 won at the bottom edge: its neighbour ran, and lost
+    dev += [_dev(64, lr, 0, score) for lr, score in ((3e-5, 0.60), (1e-4, 0.62), (3e-4, 0.61))]
+    _write(tmp_path / "dev", dev)
+    _write(tmp_path / "grid_dev", [_dev(256, lr, 0, s) for lr, s in ((3e-5, 0.58), (1e-4, 0.61), (3e-4, 0.60))])
+    grid = [_job(256, a, s, 1e-4, 0.56 + 0.001 * s) for a in (0.0, 0.5, 1.0) for s in (0, 1, 2)]
+    grid += [_job(b, 0.5, s, 1e-4, 0.52, steps=64) for b in (16, 64) for s in (0, 1, 2)]  # the grid's equal-steps cells
+    _write(tmp_path / "grid", grid)
+    jobs = [_job(16, 0.5, s, 3e-5, 0.55 + 0.002 * s) for s in range(b16_seeds)]
+    jobs += [_job(256, 0.5, s, 1e-4, 0.56 + 0.001 * s) for s in b256_extra]
+    jobs += [_job(16, a, s, 3e-5, 0.54 + 0.002 * s) for a in (0.0, 1.0) for s in (0, 1, 2)]
+    if stray:
+        jobs.append(_job(16, 0.5, 9, 1e-3, 0.5))
+    _write(tmp_path / "jobs", jobs)
+    (tmp_path / "untrained.json").write_text(json.dumps({"mlqa-r": {
+        "cross/map": 0.4581, "multi/map": 0.3101, "mono/map": 0.6511, "multi/rank_distance": 1593.3}}))  # fmt: skip
+
+
+def _run(tmp_path):
+    argv = ["--jobs", "jobs", "--dev", "dev", "--grid", "grid", "--grid-dev", "grid_dev", "--untrained", "untrained.json"]
+    argv = [str(tmp_path / a) if i % 2 else a for i, a in enumerate(argv)] + ["--out", str(tmp_path / "out")]
+    assert report.main(argv) == 0
+    return (tmp_path / "out" / "report.md").read_text()
+
+
+def test_primary_endpoint_is_welch_on_the_two_arms_with_its_mde_and_verdict(tmp_path, capsys):
+    _world(tmp_path)
+    md = _run(tmp_path)
+    # the dev choice: seed means 0.605 / 0.585 / 0.505 / 0.555 -> 3e-5 (its edge neighbour 1e-5 ran and lost)
+    assert "| B=16 × 1,024 | **3e-05** | 0, 1 | **0.6050** | 0.6000 / 0.6100 |" in md
+    big = 0.56 + 0.001 * np.arange(5)
+    small = 0.55 + 0.002 * np.arange(5)
+    t = stats.ttest_ind(big, small, equal_var=False)
+    half = stats.t.ppf(0.975, t.df) * (big.mean() - small.mean()) / t.statistic
+    primary = md.split("## Primary endpoint")[1].split("##")[0]
+    assert f"Δ = **{big.mean() - small.mean():+.4f}** (95 % CI [{big.mean() - small.mean() - half:+.4f}," in primary
+    assert f"Welch {t.df:.1f} dof, p = {t.pvalue:.3g}; 5 vs 5 seeds" in primary
+    assert "the bigger batch is better at equal data" in primary and "Minimum detectable effect" in primary
+    cells = md.split("## Cells")[1]
+    assert "| untrained encoder | — | — | — | 0 | — | — | 0.4581 | 0.3101 | 0.6511 | 1593.3 | — |" in cells
+    assert "| B=16 × 1,024 | 0.5 | 5 of 5 | 3e-05 | 1,024 | 9,018 | 15.44 |" in cells
+    assert "Unfinished cells: B=64 × 256 α=0.5 (0 of 3); B=16 × 1,024, matched α=0.5 (0 of 3)" in cells
+    cross = md.split("**cross mAP**")[1].split("**multi mAP**")[0]
+    assert "(5 of 9 comparisons have 2+ seeds in both cells)" in cross and "survive Holm's control" in cross
+    assert "B=16 × 1,024: α=0 − α=1 | +0.0000 |" in cross
+    assert "B=256 × 64 − B=16 × 1,024, α=0.5 (primary)" in md.split("**multi mAP**")[1]  # a secondary metric there
+    assert (tmp_path / "out" / "pairs_seen.png").stat().st_size > 10_000
+    jobs = (tmp_path / "out" / "jobs.csv").read_text().splitlines()
+    assert jobs[0].startswith("arm,alpha,seed,batch_size,steps,lr,pairs,distinct_pairs,passes") and len(jobs) == 1 + 5 + 6 + 9 + 2
+
+
+def test_pending_until_every_planned_seed_and_strays_are_named(tmp_path):
+    _world(tmp_path, b16_seeds=3, b256_extra=(3,))
+    md = _run(tmp_path)
+    primary = md.split("## Primary endpoint")[1].split("##")[0]
+    assert "**Pending**: B=256 × 64 has 4 of 5 seeds, B=16 × 1,024 3 of 5." in primary
+    assert "Interim (not the endpoint" in primary and "**no difference shown" not in primary.split("Interim")[0]
+    _world(tmp_path, stray=True)
+    with pytest.raises(SystemExit, match=r"records outside the design .*B16-a0.5-s9-lr0.001"):
+        _run(tmp_path)
+
+
+def test_no_rate_is_used_before_the_dev_split_chose_it(tmp_path):
+    """B=16's dev grid without its second seeds: the rate is pending, and a job at any rate is outside the design."""
+    _world(tmp_path)
+    for path in (tmp_path / "dev").glob("dev-B16-*-s1.json"):
+        path.unlink()
+    rate = report.rates(tmp_path / "dev", tmp_path / "grid_dev")
+    assert rate["B=16 × 1,024"] is None and rate["B=64 × 256"] == 1e-4 and rate["B=16 × 1,024, matched"] == 1e-4 / 16
+    with pytest.raises(SystemExit, match="records outside the design"):
+        _run(tmp_path)
+
+
+def test_the_committed_report_recomputes_from_the_committed_records(tmp_path, capsys):
+    """docs/results/equal_data_study/report.md and its CSVs are exactly what the records give (the README's command)."""
+    eq, ft = REPO / "docs/results/equal_data_study", REPO / "docs/results/full_ft_study"
+    argv = ["--jobs", str(eq / "jobs"), "--dev", str(eq / "dev"), "--grid", str(ft / "jobs"), "--grid-dev", str(ft / "dev")]
+    argv += ["--untrained", str(REPO / "docs/results/batch_size_study/baselines.json"), "--out", str(tmp_path / "again")]
+    assert report.main(argv) == 0
+    for name in ("report.md", "cells.csv", "jobs.csv"):
+        assert (tmp_path / "again" / name).read_text(encoding="utf-8") == (eq / name).read_text(encoding="utf-8"), name
