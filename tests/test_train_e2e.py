@@ -160,8 +160,14 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_data, tiny_model_di
 def test_sigterm_saves_a_resume_checkpoint_and_the_requeued_run_matches(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
     """SIGTERM during step 6 (as SLURM pre-empts): the step finishes, a resume checkpoint is saved, exit 143 within
     30 s; the same command with resume=true ends where an uninterrupted run ends."""
+    sigterm_then_resume(tiny_data, tiny_model_dir, tmp_path, monkeypatch)
+
+
+def sigterm_then_resume(tiny_data, tiny_model_dir, tmp_path, monkeypatch, extra_overrides=()):
+    """The SIGTERM test's body; ``extra_overrides`` (e.g. ``trainer=gpu``) run it on another path (tests/test_cuda.py)."""
     monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
     common = ["logger=none", "trainer.deterministic=true", "trainer.max_epochs=2", "data.sampler.batches_per_epoch=4"]
+    common += list(extra_overrides)
     common += ["callbacks.resume_checkpoint.every_n_train_steps=100"]  # no periodic checkpoint: only the SIGTERM one
     clean_dir, stopped_dir = tmp_path / "clean", tmp_path / "stopped"
     run_cli([*tiny_overrides(tiny_data, tiny_model_dir, clean_dir), *common], tmp_path)
