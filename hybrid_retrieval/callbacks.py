@@ -93,11 +93,16 @@ def gather_rows(trainer, pl_module, index: torch.Tensor, emb: torch.Tensor, n_to
     return full
 
 
-class _CollectsEmbeddings:
+class CollectsEmbeddings:
     """What both evaluators do with the validation steps' outputs: keep this epoch's (indices, embeddings) and, at its
     end, assemble every rank's rows on rank 0 (:func:`gather_rows`); the best-so-far values live in the checkpoint."""
 
     best: BestSoFar
+    evaluated_step: int | None = None  # the global step of the last evaluation (train.py evaluates a fit's end)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.evaluated_step = trainer.global_step
 
     def state_dict(self) -> dict:
         return {"best": self.best.state_dict()}
@@ -121,7 +126,7 @@ class _CollectsEmbeddings:
         return gather_rows(trainer, pl_module, index, emb, n_total)
 
 
-class LareqaEvaluator(_CollectsEmbeddings, L.Callback):
+class LareqaEvaluator(CollectsEmbeddings, L.Callback):
     """Gathers the validation embeddings of every rank, evaluates on rank 0, logs on all ranks.
 
     Logged: ``{prefix}/{mono,cross,multi}/{metric}`` macro averages, ``{prefix}/multi/rank_distance``,
@@ -302,7 +307,7 @@ class AdhocEvaluator(L.Callback):
         _broadcast_and_log(trainer, pl_module, flat, self.prefix, self.best, prog_bar=None)
 
 
-class ImageTextEvaluator(_CollectsEmbeddings, L.Callback):
+class ImageTextEvaluator(CollectsEmbeddings, L.Callback):
     """Image–text evaluation each validation epoch (:mod:`hybrid_retrieval.evaluation.image_text_eval`).
 
     Image embeddings come from the validation steps (gathered from every rank); captions are encoded here on

@@ -17,12 +17,13 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_retrieval import sweeps
-from hybrid_retrieval.callbacks import ImageTextEvaluator, LareqaEvaluator
+from hybrid_retrieval.callbacks import CollectsEmbeddings, ImageTextEvaluator, LareqaEvaluator
 from hybrid_retrieval.cli import exit_on_user_error, install_hydra_error_handler, remove_unused_run_dir, user_message
 from hybrid_retrieval.config_check import validate_config
 from hybrid_retrieval.errors import ConfigError
@@ -90,10 +91,13 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("validate_before_training") and ckpt_path is None:
         trainer.validate(model, datamodule=datamodule)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    evaluate_the_end(trainer, model, datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     value = metrics.get(cfg.optimized_metric)
     if trainer.is_global_zero:
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not ckpt and (out_dir / "checkpoints" / "last.ckpt").exists():  # no best-model copy: the resume checkpoint
+            ckpt = str((out_dir / "checkpoints" / "last.ckpt").resolve())
         summary = {
             "optimized_metric": cfg.optimized_metric,
             "value": value,
@@ -128,6 +132,27 @@ def train(cfg: DictConfig) -> float | None:
         print(f"  run directory                {out_dir}")
         print(f"  checkpoint                   {ckpt or '(none)'}")
     return value
+
+
+def evaluate_the_end(trainer, model, datamodule) -> None:
+    """Every run ends evaluated: a fit that stopped without an evaluation at its last step (``max_steps`` mid-epoch, a
+    time limit, early stopping) is evaluated once more now, on every rank (the gather needs them all); with a
+    best-model checkpoint configured, the final weights are saved and become the best when their score is."""
+    evaluators = [c for c in trainer.callbacks if isinstance(c, CollectsEmbeddings)]
+    if not evaluators or trainer.global_step == 0 or any(c.evaluated_step == trainer.global_step for c in evaluators):
+        return
+    if trainer.is_global_zero:
+        log.info("training ended at step %d without an evaluation there: evaluating the final weights", trainer.global_step)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    best = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+    if best is None or not best.dirpath or best.monitor is None:
+        return
+    path = str(Path(best.dirpath) / f"final-step{trainer.global_step}.ckpt")
+    trainer.save_checkpoint(path)  # every rank calls it; rank 0 writes
+    score = trainer.callback_metrics.get(best.monitor)
+    current = trainer.callback_metrics.get(best.monitor.removesuffix("_best"))
+    if score is not None and current is not None and float(current) >= float(score):  # the final weights are the best
+        best.best_model_path, best.best_model_score = path, score.detach().clone()
 
 
 def define_wandb_summaries(loggers) -> None:

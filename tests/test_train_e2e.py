@@ -73,6 +73,25 @@ def test_train_cli_single_process(tiny_data, tiny_model_dir, tmp_path):
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "logs").exists()
 
 
+@pytest.mark.parametrize("trainer", ["default", "ddp_cpu"])
+def test_a_run_capped_mid_epoch_by_max_steps_ends_evaluated(tiny_data, tiny_model_dir, tmp_path, trainer):
+    """max_steps=4 with 3 batches an epoch stops one step into epoch 1: the final weights are evaluated once (on every
+    rank under DDP), final_metrics.json holds the value, and the console names a checkpoint that exists."""
+    run_dir = tmp_path / "run"
+    args = [*tiny_overrides(tiny_data, tiny_model_dir, run_dir), "logger=csv", "trainer.max_steps=4", f"trainer={trainer}"]
+    proc = run_cli(args, tmp_path)
+    summary = json.loads((run_dir / "final_metrics.json").read_text())
+    assert summary["global_step"] == 4 and summary["value"] is not None and "val/cross/map" in summary["metrics"]
+    assert (proc.stdout + proc.stderr).count("evaluating the final weights") == 1
+    evals = sorted(p.name for p in (run_dir / "eval").glob("*.json"))
+    assert evals == ["epoch000.json", "validate-step000004.json"], evals
+    assert json.loads((run_dir / "eval" / evals[-1]).read_text())["step"] == 4
+    line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("checkpoint "))
+    named = line.split(None, 1)[1].strip()
+    assert named != "(none)" and Path(named).exists() and Path(named) == Path(summary["best_checkpoint"])
+    assert (run_dir / "checkpoints" / "final-step4.ckpt").exists()
+
+
 def test_train_cli_wandb_offline_no_prompt(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     run_dir = tmp_path / "run"
