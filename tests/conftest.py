@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite keeps out of the user's cache (~/.cache/hybrid_retrieval: item stores, prefix caches, the converted
+# offline model): every cache it builds goes under one temporary folder, subprocesses included (they inherit it).
+_USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "hybrid_retrieval"
+_SUITE_CACHE = Path(tempfile.mkdtemp(prefix="hybrid-retrieval-test-cache-"))
+os.environ["HYBRID_RETRIEVAL_CACHE"] = str(_SUITE_CACHE)
+
+
+def _cache_listing(root: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in root.rglob("*")} if root.is_dir() else {}
+
+
+_USER_CACHE_BEFORE = _cache_listing(_USER_CACHE)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if anything in it wrote into the user's cache folder; remove the suite's own cache."""
+    after = _cache_listing(_USER_CACHE)
+    touched = sorted(p for p, t in after.items() if _USER_CACHE_BEFORE.get(p) != t)
+    shutil.rmtree(_SUITE_CACHE, ignore_errors=True)
+    if touched:
+        print(f"\nerror: the test suite wrote into the user's cache {_USER_CACHE}: {touched[:5]}")
+        session.exitstatus = 1
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = {
