@@ -38,6 +38,7 @@ def pytest_sessionfinish(session, exitstatus):
         print(f"\nerror: the test suite wrote into the user's cache {_USER_CACHE}: {touched[:5]}")
         session.exitstatus = 1
 
+
 REPO = Path(__file__).resolve().parents[1]
 WORDS = {
     "en": ["river", "city", "bridge", "king", "music", "school", "war", "paper", "science", "ocean", "mountain", "forest"],
