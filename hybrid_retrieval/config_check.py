@@ -187,12 +187,20 @@ def validate_config(cfg: DictConfig) -> None:
     if nonfinite not in NONFINITE_POLICIES:
         raise ConfigError("model.nonfinite", nonfinite, "expected 'raise' or 'skip'")
     _adhoc_callbacks(cfg)
-    name = str(_get(cfg, "model.encoder.name", OFFLINE_MODEL_NAME))
+    _model_name(cfg, "model.encoder.name")
+
+
+def _model_name(cfg, key: str) -> None:
+    """A model name is the offline default, an existing local directory, or a hub id (``org/name``); a name that
+    can only be a path (absolute, ``./``, ``~``, several ``/``) must exist, and offline a hub id must be cached."""
+    name = str(_get(cfg, key, OFFLINE_MODEL_NAME))
+    if name == OFFLINE_MODEL_NAME or Path(name).expanduser().exists():
+        return
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ConfigError(key, name, "no such model directory")
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
-    if offline and name != OFFLINE_MODEL_NAME and not Path(name).expanduser().exists() and not _in_hf_cache(name):
-        raise ConfigError(
-            "model.encoder.name", name, f"not a local path nor in the HF cache while offline; use {OFFLINE_MODEL_NAME!r}"
-        )
+    if offline and not _in_hf_cache(name):
+        raise ConfigError(key, name, f"not a local path nor in the HF cache while offline; use {OFFLINE_MODEL_NAME!r}")
 
 
 IMAGE_TEXT_FORMATS = ("jsonl", "xm3600", "synthetic")
@@ -246,7 +254,10 @@ def _adhoc_callbacks(cfg: DictConfig) -> None:
 
 
 def _in_hf_cache(name: str) -> bool:
-    hit = try_to_load_from_cache(name, "config.json")
+    try:
+        hit = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # huggingface_hub's repo-id validator (HFValidationError): not a hub id, so not cached
+        return False
     return isinstance(hit, str)
 
 
@@ -290,6 +301,8 @@ def check_evaluate_config(cfg: DictConfig) -> None:
         _int(cfg, "run_topk", allow_none=True)
     _int(cfg, "batch_size")
     _int(cfg, "encoder.max_length", lo=8)
+    if not _get(cfg, "ckpt_path") or not _get(cfg, "encoder_from_checkpoint", True):
+        _model_name(cfg, "encoder.name")
     ckpt = _get(cfg, "ckpt_path")
     if ckpt is not None and not Path(str(ckpt)).is_file():
         raise ConfigError("ckpt_path", ckpt, "expected an existing checkpoint file")

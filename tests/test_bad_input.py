@@ -123,6 +123,8 @@ CASES = [
     ("ckpt-missing", lambda w: _train(w, f"ckpt_path={w['root']}/none.ckpt"), "ckpt_path="),
     ("ckpt-truncated", lambda w: _train(w, f"ckpt_path={w['truncated_ckpt']}"), "not a complete PyTorch checkpoint"),
     ("ckpt-unsafe", lambda w: _train(w, f"ckpt_path={w['evil_ckpt']}"), "refused: loading it would import io.open"),
+    ("model-dir-mistyped", lambda w: _train(w, f"model.encoder.name={w['root']}/no/such/model"), "no such model directory"),
+    ("model-bad-hub-id", lambda w: _train(w, "model.encoder.name=not a//valid id"), "model.encoder.name="),
     ("jsonl-missing", lambda w: _train(w, "data.train.format=jsonl", f"data.train.path={w['root']}/no.jsonl"), "data.train.path"),
     ("jsonl-bad-line", lambda w: _jsonl(w, "bad_json"), "bad.jsonl: line 2: one JSON object per line"),
     ("#6 jsonl-not-utf8", lambda w: _jsonl(w, "latin1"), "latin1.jsonl: line 1: UTF-8 text"),
@@ -144,6 +146,7 @@ CASES = [
     ("eval-language", lambda w: _evaluate(w, "data.languages=[zz]"), "unknown language 'zz'"),
     ("eval-ckpt-missing", lambda w: _evaluate(w, f"ckpt_path={w['root']}/none.ckpt"), "ckpt_path="),
     ("eval-ckpt-unsafe", lambda w: _evaluate(w, f"ckpt_path={w['evil_ckpt']}"), "refused: loading it would import"),
+    ("eval-model-dir-mistyped", lambda w: _evaluate(w, "encoder.name=/no/such/model"), "no such model directory"),
     ("eval-adhoc-missing", lambda w: _evaluate(w, f"adhoc.root={w['root']}/nothing"), "adhoc.root="),
     ("eval-unknown-key", lambda w: _evaluate(w, "bogus=1"), "Could not override 'bogus'"),
     # export
