@@ -8,6 +8,7 @@ that, which :func:`remove_stale_temporaries` deletes once its pid no longer runs
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -89,3 +90,12 @@ def atomic_directory(target: str | Path, complete: str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MB blocks (downloads are verified and item stores keyed by it)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

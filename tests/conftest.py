@@ -20,6 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "hybrid_retrieval"
 _SUITE_CACHE = Path(tempfile.mkdtemp(prefix="hybrid-retrieval-test-cache-"))
 os.environ["HYBRID_RETRIEVAL_CACHE"] = str(_SUITE_CACHE)
+os.environ["HF_DATASETS_CACHE"] = str(_SUITE_CACHE / "hf-datasets")  # Dataset.from_generator's cache, likewise
 
 
 def _cache_listing(root: Path) -> dict[str, float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_retrieval.atomic import sha256_of
 from hybrid_retrieval.data import download as dl
 from hybrid_retrieval.data.lareqa import load_lareqa
 from hybrid_retrieval.paths import find_data_dir
@@ -51,7 +52,7 @@ def test_download_verifies_every_file_and_the_copy_loads(mirror, tmp_path, capsy
     assert "xquad-r: " in out and "13 files verified" in out and "CC BY-NC" in out
     for name, ds in dl.DATASETS.items():
         assert sorted(p.name for p in (dest / name).iterdir()) == sorted(ds.files)
-        assert all(dl.sha256_of(dest / name / f) == sha for f, (_, sha, _) in ds.files.items())
+        assert all(sha256_of(dest / name / f) == sha for f, (_, sha, _) in ds.files.items())
     assert load_lareqa(dest / "xquad-r").summary() == load_lareqa(SHARED / "xquad-r").summary()
     assert sorted(p.name for p in dest.iterdir()) == ["mlqa-r", "xquad-r"]  # no temporaries left
     assert dl.main(["xquad-r", "--dest", str(dest), "--base-url", "http://127.0.0.1:9"]) == 0  # complete: not fetched

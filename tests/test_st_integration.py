@@ -50,3 +50,109 @@ def test_the_evaluator_equals_hybrid_retrieval_evaluate_on_the_same_weights(tiny
     rows = list(csv.reader((tmp_path / "out" / "lareqa_eval-r_results.csv").open()))
     assert rows[0][:3] == ["epoch", "steps", "multi_map"] and rows[1][:2] == ["1", "7"]
     assert float(rows[1][2]) == pytest.approx(metrics["eval-r_multi_map"])
+
+
+def _parallel(tmp_path):
+    from tests.conftest import make_lareqa
+
+    train = make_lareqa(tmp_path / "train-r", languages=("en", "de", "es"), n_articles=6, seed=1, prefix="tr",
+                        coverage=lambda i: {"en", "de", "es"} if i % 3 else {"en", "de"})  # fmt: skip
+    evald = make_lareqa(tmp_path / "eval-r", languages=("en", "de", "es"), n_articles=2, seed=2, prefix="ev")
+    return train, evald
+
+
+@pytest.mark.parametrize(("alpha", "schedule", "cross_mode"), [(0.5, "stratified", "batch"), (0.3, "bernoulli", "example")])
+def test_the_st_sampler_draws_what_the_lightning_path_draws(tmp_path, alpha, schedule, cross_mode):
+    """Same seed, same data: every batch's (item id, query language, passage language), in order, over two epochs;
+    the long layout has one row per item and language (not per pair); two ranks get disjoint slices of each global
+    batch whose union is the global batch."""
+    from hybrid_retrieval.data.datamodule import HybridDataModule
+    from hybrid_retrieval.st import HybridSTBatchSampler, long_layout_from
+
+    train, evald = _parallel(tmp_path)
+    options = {"alpha": alpha, "alpha_schedule": schedule, "cross_mode": cross_mode, "batches_per_epoch": 6}
+    dm = HybridDataModule(train={"root": str(train)}, eval={"root": str(evald)}, batch_size=4, sampler=options, seed=7,
+                          allow_overlap=True)  # fmt: skip
+    dm.preflight()
+    ours = dm._make_sampler(0, 1)
+    data = long_layout_from(train)
+    assert len(data) == sum(len(it.views) for it in dm.items) and data.column_names == ["id", "language", "anchor", "positive"]
+    theirs = HybridSTBatchSampler(data, batch_size=4, seed=7, world_size=1, **options)
+    ids, langs = data["id"], data["language"]
+    for epoch in (0, 1):
+        ours.set_epoch(epoch)
+        theirs.set_epoch(epoch)
+        want = [[(dm.items[e.item].item_id, e.query_lang, e.passage_lang) for e in b] for b in ours]
+        got = [[(ids[q], langs[q], langs[p]) for q, p in zip(rows[:4], rows[4:], strict=True)] for rows in theirs]
+        assert got == want and len(got) == len(theirs) == 6
+        assert all(ids[q] == ids[p] for rows in theirs for q, p in zip(rows[:4], rows[4:], strict=True))
+    two = HybridSTBatchSampler(data, batch_size=2, seed=7, world_size=2, **options)
+    two.set_epoch(1)
+    slices = list(two)
+    assert len(slices) == len(two) == 12
+    for g, (r0, r1) in enumerate(zip(slices[0::2], slices[1::2], strict=True)):  # accelerate: rank r takes slice r
+        union = [(ids[q], langs[q], langs[p]) for rows in (r0, r1) for q, p in zip(rows[:2], rows[2:], strict=True)]
+        assert union == want[g] and not set(r0[:2]) & set(r1[:2])
+
+
+@pytest.mark.slow
+def test_st_trainer_with_mnrl_trains_on_the_hybrid_batches(tmp_path, tiny_model_dir):
+    """SentenceTransformerTrainer + MNRL + the sampler and collator: 6 steps, the loss is finite, the realised α of
+    the batches it trained on is the stratified schedule's, and the evaluator runs at the end."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    try:
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    except ImportError:  # pragma: no cover
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    from hybrid_retrieval.export import export_sentence_transformers
+    from hybrid_retrieval.models.encoder import DualEncoder
+    from hybrid_retrieval.st import HybridSTBatchSampler, LAReQAEvaluator, hybrid_batch_sampler, hybrid_collator, long_layout_from
+
+    train, evald = _parallel(tmp_path)
+    model = st.SentenceTransformer(
+        str(export_sentence_transformers(DualEncoder(name=str(tiny_model_dir), max_length=32), tmp_path / "m"))
+    )
+    data = long_layout_from(train)
+    seen = []
+
+    class Recording(HybridSTBatchSampler):
+        def __iter__(self):
+            for rows in super().__iter__():
+                seen.append(rows)
+                yield rows
+
+    options = {"alpha": 0.5, "alpha_schedule": "stratified", "batches_per_epoch": 6}
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_train_epochs=1, seed=7, report_to=[],
+        batch_sampler=lambda ds, **kw: Recording(ds, **kw, **options), save_strategy="no", logging_steps=1,
+        use_cpu=True, dataloader_drop_last=True,
+    )  # fmt: skip
+    assert callable(hybrid_batch_sampler(**options))
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=MultipleNegativesRankingLoss(model),
+                                         data_collator=hybrid_collator(model), evaluator=LAReQAEvaluator(evald))  # fmt: skip
+    result = trainer.train()
+    assert result.global_step == 6 and result.training_loss == result.training_loss  # finite, not nan
+    langs = data["language"]
+    mono = sum(langs[rows[0]] == langs[rows[4]] for rows in seen[:6])
+    assert mono == 3  # stratified α = 0.5 over 6 batches: exactly 3 monolingual
+    assert "eval_eval-r_multi_map" in trainer.evaluate()  # the trainer prefixes "eval_"
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs_verbatim_on_a_tiny_fixture(tmp_path, tiny_model_dir):
+    """README "From sentence-transformers": its Python block, as written, with MODEL / TRAIN / EVAL / BATCH pointing
+    at a tiny model and tiny data (the defaults are the real model and ../shared/data)."""
+    from hybrid_retrieval.export import export_sentence_transformers
+    from hybrid_retrieval.models.encoder import DualEncoder
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### From sentence-transformers", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    train, evald = _parallel(tmp_path)
+    model = export_sentence_transformers(DualEncoder(name=str(tiny_model_dir), max_length=32), tmp_path / "m")
+    env = {**os.environ, "MODEL": str(model), "TRAIN": str(train), "EVAL": str(evald), "BATCH": "4", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "eval_eval-r_multi_map" in proc.stdout and (tmp_path / "st-hybrid").is_dir()

@@ -100,14 +100,6 @@ class DownloadError(UserError):
     """A file that could not be fetched or whose checksum differs: the message names the URL."""
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def is_complete(folder: Path, dataset: Dataset) -> bool:
     """Every file of ``dataset`` is in ``folder`` with its published size (checksums are checked at download)."""
     return all(

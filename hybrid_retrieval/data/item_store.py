@@ -26,8 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet
 from tqdm.auto import tqdm
 
-from hybrid_retrieval.atomic import atomic_directory
-from hybrid_retrieval.data.download import sha256_of
+from hybrid_retrieval.atomic import atomic_directory, sha256_of
 from hybrid_retrieval.data.pairs import ParallelItem, View, iter_jsonl_items
 from hybrid_retrieval.data.sampler import ItemLanguages
 from hybrid_retrieval.errors import DataFormatError

@@ -6,5 +6,15 @@ trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train
 """
 
 from hybrid_retrieval.st.evaluator import LAReQAEvaluator
+from hybrid_retrieval.st.layout import long_layout, long_layout_from
+from hybrid_retrieval.st.sampler import HybridPairCollator, HybridSTBatchSampler, hybrid_batch_sampler, hybrid_collator
 
-__all__ = ["LAReQAEvaluator"]
+__all__ = [
+    "HybridPairCollator",
+    "HybridSTBatchSampler",
+    "LAReQAEvaluator",
+    "hybrid_batch_sampler",
+    "hybrid_collator",
+    "long_layout",
+    "long_layout_from",
+]
