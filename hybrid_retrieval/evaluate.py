@@ -34,6 +34,7 @@ from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, e
 from hybrid_retrieval.evaluation.shards import encode_to_shards
 from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint, load_checkpoint_into
+from hybrid_retrieval.models.st_settings import st_encoder_settings
 from hybrid_retrieval.paths import CONFIG_DIR
 from hybrid_retrieval.plots import heatmap
 from hybrid_retrieval.sweeps import register_resolvers
@@ -98,6 +99,11 @@ def load_eval_encoder(cfg: DictConfig, device: torch.device):
             if "does not record its encoder settings" not in str(err):
                 raise
             log.warning("%s: using the configured encoder", err)
+    if encoder is None and not cfg.get("ckpt_path"):
+        settings = st_encoder_settings(str(cfg.encoder.name))
+        if settings is not None:  # a sentence-transformers model: its prompts, pooling, normalisation, max length
+            log.info("sentence-transformers model: %s", settings)
+            encoder = instantiate(cfg.encoder, **settings)
     if encoder is None:
         encoder = instantiate(cfg.encoder)
         if cfg.get("ckpt_path"):

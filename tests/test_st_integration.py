@@ -156,3 +156,38 @@ def test_the_readme_example_runs_verbatim_on_a_tiny_fixture(tmp_path, tiny_model
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "eval_eval-r_multi_map" in proc.stdout and (tmp_path / "st-hybrid").is_dir()
+
+
+@pytest.mark.slow
+def test_evaluate_takes_a_sentence_transformers_model_with_its_own_settings(tiny_data, tiny_model_dir, tmp_path):
+    """``evaluate encoder.name=<ST model dir>``: the model's prompts, pooling, normalisation and max length are read
+    from it (none passed on the command line), so the numbers equal the LAReQAEvaluator's on that model."""
+    from hybrid_retrieval.export import export_sentence_transformers
+    from hybrid_retrieval.models.encoder import DualEncoder
+    from hybrid_retrieval.models.st_settings import st_encoder_settings
+    from hybrid_retrieval.st import LAReQAEvaluator
+
+    _, evald = tiny_data
+    enc = DualEncoder(name=str(tiny_model_dir), max_length=24, pooling="cls", query_prefix="q: ", passage_prefix="p: ")
+    model_dir = export_sentence_transformers(enc.eval(), tmp_path / "st")
+    settings = st_encoder_settings(str(model_dir))
+    assert settings == {"name": str(model_dir), "pooling": "cls", "normalize": True, "query_prefix": "q: ",
+                        "passage_prefix": "p: ", "max_length": 24}  # fmt: skip
+    assert st_encoder_settings(str(tiny_model_dir)) is None  # a plain transformers directory
+    # the numbers: mean pooling (a random tiny model's CLS vectors nearly tie, so rankings would be float noise)
+    enc = DualEncoder(name=str(tiny_model_dir), max_length=24, query_prefix="q: ", passage_prefix="p: ")
+    model_dir = export_sentence_transformers(enc.eval(), tmp_path / "st-mean")
+    want = LAReQAEvaluator(evald, name="eval-r")(st.SentenceTransformer(str(model_dir), device="cpu"))
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "hybrid_retrieval.evaluate", f"data.root={evald}", "dataset=eval-r"]
+    cmd += [f"encoder.name={model_dir}", f"hydra.run.dir={out}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((out / "summary.json").read_text())
+    assert (
+        got["encoder"]["query_prefix"] == "q: "
+        and got["encoder"]["passage_prefix"] == "p: "
+        and got["encoder"]["max_length"] == 24
+    )
+    for key in ("mono/map", "cross/map", "multi/map", "multi/r@10"):
+        assert got["macro"][key] == pytest.approx(want[f"eval-r_{key.replace('/', '_')}"], abs=1e-4), key
