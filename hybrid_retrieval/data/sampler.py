@@ -27,7 +27,7 @@ import itertools
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +78,31 @@ class _Pool:
                     if len(out) == k:
                         break
         return out, refilled
+
+
+def _members(mask: np.ndarray) -> np.ndarray:
+    """The indices where ``mask`` holds, as int32 when they fit (half the memory of int64, the same draws)."""
+    idx = np.flatnonzero(mask)
+    return idx.astype(np.int32) if len(mask) < 2**31 else idx
+
+
+class _PairPools(Mapping):
+    """``{(x, y): items with both languages}``, each computed from the availability matrix when read (never stored)."""
+
+    def __init__(self, avail: np.ndarray, col: dict[str, int], keys: list[tuple[str, str]]):
+        self._avail, self._col, self._keys = avail, col, keys
+
+    def __getitem__(self, key: tuple[str, str]) -> np.ndarray:
+        if key not in self._keys:
+            raise KeyError(key)
+        x, y = key
+        return _members(self._avail[:, self._col[x]] & self._avail[:, self._col[y]])
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 @dataclass(frozen=True)
@@ -150,12 +175,11 @@ class HybridBatchSampler:
         avail[:, kept] = table.matrix[:, kept]
         self._names, self._avail = table.names, avail
         self.n_items = int(avail.any(axis=1).sum())
-        self.mono = {x: np.flatnonzero(avail[:, col[x]]) for x in self.languages}
-        self.cross = {
-            (x, y): np.flatnonzero(avail[:, col[x]] & avail[:, col[y]]) for x in self.languages for y in self.languages if x != y
-        }
+        self.mono = {x: _members(avail[:, col[x]]) for x in self.languages}
+        # Cross-lingual pools are computed when used, not kept: 72 pairs x 1M items would hold 576 MB of indices.
+        self.cross = _PairPools(avail, col, [(x, y) for x in self.languages for y in self.languages if x != y])
         self.excluded: list[str] = []  # settings too small for the batch (recorded per job)
-        self.multi = np.flatnonzero(avail.sum(axis=1) >= 2)  # items usable for per-example cross pairs
+        self.multi = _members(avail.sum(axis=1) >= 2)  # items usable for per-example cross pairs
         self.mono_keys, self.mono_w = self._feasible(self.mono, language_temperature, "monolingual language")
         if self.cross_mode == "batch":
             self.cross_keys, self.cross_w = self._feasible(self.cross, language_temperature, "cross-lingual pair")

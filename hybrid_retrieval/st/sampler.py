@@ -42,10 +42,10 @@ def item_table(dataset, id_column: str = "id", language_column: str = "language"
     remap = np.argsort(np.argsort(langs.dictionary.to_pylist()))  # dictionary order -> sorted order
     item = ids.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     lang = remap[langs.indices.to_numpy(zero_copy_only=False)]
-    rows = np.full((len(ids.dictionary), len(names)), -1, dtype=np.int64)
+    rows = np.full((len(ids.dictionary), len(names)), -1, dtype=np.int32 if len(item) < 2**31 else np.int64)
     if len(np.unique(item * len(names) + lang)) != len(item):
         raise ValueError(f"the dataset has two rows for one ({id_column}, {language_column}): one row per item and language")
-    rows[item, lang] = np.arange(len(item))
+    rows[item, lang] = np.arange(len(item), dtype=rows.dtype)
     return ItemLanguages(tuple(names), rows >= 0), rows
 
 
