@@ -134,9 +134,18 @@ def test_st_trainer_with_mnrl_trains_on_the_hybrid_batches(tmp_path, tiny_model_
                                          data_collator=hybrid_collator(model), evaluator=LAReQAEvaluator(evald))  # fmt: skip
     result = trainer.train()
     assert result.global_step == 6 and result.training_loss == result.training_loss  # finite, not nan
-    langs = data["language"]
+    ids, langs = data["id"], data["language"]
     mono = sum(langs[rows[0]] == langs[rows[4]] for rows in seen[:6])
     assert mono == 3  # stratified α = 0.5 over 6 batches: exactly 3 monolingual
+    # what the trainer trained on is what python -m hybrid_retrieval.train draws for the same seed (args.seed)
+    from hybrid_retrieval.data.datamodule import HybridDataModule
+
+    dm = HybridDataModule(train={"root": str(train)}, eval={"root": str(evald)}, batch_size=4, sampler=options, seed=7,
+                          allow_overlap=True)  # fmt: skip
+    dm.preflight()
+    want = [[(dm.items[e.item].item_id, e.query_lang, e.passage_lang) for e in b] for b in dm._make_sampler(0, 1)]
+    got = [[(ids[q], langs[q], langs[p]) for q, p in zip(rows[:4], rows[4:], strict=True)] for rows in seen[:6]]
+    assert got == want
     assert "eval_eval-r_multi_map" in trainer.evaluate()  # the trainer prefixes "eval_"
 
 
@@ -191,3 +200,31 @@ def test_evaluate_takes_a_sentence_transformers_model_with_its_own_settings(tiny
     )
     for key in ("mono/map", "cross/map", "multi/map", "multi/r@10"):
         assert got["macro"][key] == pytest.approx(want[f"eval-r_{key.replace('/', '_')}"], abs=1e-4), key
+
+
+def test_the_long_layout_from_every_training_format(tmp_path):
+    """JSONL, Parquet, a save_to_disk folder and aligned per-language files give the same rows: one per item and
+    language (never one per pair), with the first hard negative where the data has negatives."""
+    import datasets
+
+    from hybrid_retrieval.data.pairs import load_jsonl_items
+    from hybrid_retrieval.st import long_layout_from
+    from tests.test_item_store import _jsonl, _table_rows
+
+    jsonl = _jsonl(tmp_path / "train.jsonl")
+    items = load_jsonl_items(jsonl)
+    datasets.Dataset.from_list(_table_rows(items)).to_parquet(str(tmp_path / "train.parquet"))
+    datasets.Dataset.from_list(_table_rows(items)).save_to_disk(str(tmp_path / "saved"))
+    files = {}
+    for lang in sorted({x for it in items for x in it.views}):
+        rows = [{"id": it.item_id, "query": it.views[lang].query, "positive": it.views[lang].positive,
+                 "negatives": list(it.views[lang].negatives)} for it in items if lang in it.views]  # fmt: skip
+        files[lang] = tmp_path / f"{lang}.jsonl"
+        files[lang].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    want = sorted(
+        (it.item_id, x, v.query, v.positive, v.negatives[0] if v.negatives else None) for it in items for x, v in it.views.items()
+    )
+    for source in (jsonl, tmp_path / "train.parquet", tmp_path / "saved", files):
+        data = long_layout_from(source)
+        got = sorted(zip(data["id"], data["language"], data["anchor"], data["positive"], data["negative"], strict=True))
+        assert got == want and len(data) == sum(len(it.views) for it in items), source

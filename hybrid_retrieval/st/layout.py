@@ -38,9 +38,9 @@ def long_layout_from(source, fmt: str = "auto", languages: list[str] | None = No
     """The long layout of a training source in any format ``python -m hybrid_retrieval.train`` reads: a LAReQA folder
     (``fmt="lareqa"``), a JSONL file, a Parquet file or ``save_to_disk`` folder, aligned per-language files (a
     ``{lang: path}`` mapping), or a hub dataset (:class:`~hybrid_retrieval.data.item_store.HubDataset`)."""
-    if fmt == "lareqa" or (
-        fmt == "auto" and isinstance(source, str | Path) and Path(source).is_dir() and any(Path(source).glob("*.json"))
-    ):
+    folder = Path(source) if isinstance(source, str | Path) else None
+    saved = folder is not None and (folder / "dataset_info.json").is_file()  # a datasets.save_to_disk folder
+    if fmt == "lareqa" or (fmt == "auto" and folder is not None and folder.is_dir() and not saved and any(folder.glob("*.json"))):
         items = items_from_lareqa(load_lareqa(source, languages), hard_negatives=hard_negatives)
     else:
         items = list(iter_source(source, languages))
