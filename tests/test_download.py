@@ -110,3 +110,59 @@ def test_missing_data_names_the_download_command(tmp_path, monkeypatch):
         cfg = compose("train", overrides=["+experiment=xquad_r", f"paths.data_dir={tmp_path / 'nothing'}"])
     with pytest.raises(ConfigError, match=r"python -m hybrid_retrieval\.data\.download"):
         validate_config(cfg)
+
+
+@pytest.fixture
+def synthetic(tmp_path, monkeypatch):
+    """A made-up dataset (two language files and a README) in dl.DATASETS, its files served on 127.0.0.1: the
+    download's checksum, tampered-file, partial-file and --force paths run in a fresh clone, without ../shared/data."""
+    import hashlib
+
+    from tests.conftest import make_lareqa
+
+    src = make_lareqa(tmp_path / "src" / "tiny-r", languages=("en", "de"), n_articles=2, seed=5, prefix="ti")
+    (src / "README.md").write_text("a synthetic LAReQA-format set for the download tests\n")
+    files = {}
+    root = tmp_path / "served"
+    for path in sorted(src.iterdir()):
+        blob = path.read_bytes()
+        files[path.name] = (f"tiny-r/{path.name}", hashlib.sha256(blob).hexdigest(), len(blob))
+        (root / "c0ffee" / "tiny-r").mkdir(parents=True, exist_ok=True)
+        (root / "c0ffee" / "tiny-r" / path.name).write_bytes(blob)
+    monkeypatch.setitem(dl.DATASETS, "tiny-r", dl.Dataset("tiny-r", "c0ffee", "test licence", files))
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root / "c0ffee" / "tiny-r", src
+    server.shutdown()
+    server.server_close()
+
+
+def test_synthetic_download_verifies_refuses_tampered_and_partial_files_and_forces(synthetic, tmp_path, capsys):
+    url, served, src = synthetic
+    dest = tmp_path / "data"
+    assert dl.main(["tiny-r", "--dest", str(dest), "--base-url", url]) == 0
+    assert "tiny-r: " in capsys.readouterr().out and load_lareqa(dest / "tiny-r").languages == ["de", "en"]
+    assert all(sha256_of(dest / "tiny-r" / f) == sha for f, (_, sha, _) in dl.DATASETS["tiny-r"].files.items())
+    assert dl.main(["tiny-r", "--dest", str(dest), "--base-url", "http://127.0.0.1:9"]) == 0  # complete: not fetched
+    good = (served / "en.json").read_bytes()
+    for name, blob in (("tampered", good[:-10] + b"tampered!!"), ("partial", good[: len(good) // 2])):
+        (served / "en.json").write_bytes(blob)
+        fresh = tmp_path / f"data-{name}"
+        with pytest.raises(SystemExit) as exit_:
+            dl.main(["tiny-r", "--dest", str(fresh), "--base-url", url])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and "en.json: checksum mismatch" in err[0], (name, err)
+        assert not fresh.exists() or list(fresh.iterdir()) == []  # nothing kept, no temporary
+        with pytest.raises(SystemExit):  # --force over the complete copy: the bad file never replaces it
+            dl.main(["tiny-r", "--dest", str(dest), "--base-url", url, "--force"])
+        capsys.readouterr()
+        assert (dest / "tiny-r" / "en.json").read_bytes() == good and sorted(p.name for p in dest.iterdir()) == ["tiny-r"]
+    (served / "en.json").write_bytes(good)
+    (dest / "tiny-r" / "de.json").write_bytes(b"{}")  # a damaged local copy: incomplete, refused without --force
+    with pytest.raises(SystemExit):
+        dl.main(["tiny-r", "--dest", str(dest), "--base-url", url])
+    assert "exists but is incomplete" in capsys.readouterr().err
+    assert dl.main(["tiny-r", "--dest", str(dest), "--base-url", url, "--force"]) == 0
+    assert (dest / "tiny-r" / "de.json").read_bytes() == (src / "de.json").read_bytes()
+    assert sorted(p.name for p in dest.iterdir()) == ["tiny-r"]  # the old copy swapped out and removed
