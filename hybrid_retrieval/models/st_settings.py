@@ -3,8 +3,9 @@
 ``document`` prompts as prefixes, its pooling, its Normalize module and its max_seq_length.
 
 Read from ``modules.json``, ``config_sentence_transformers.json``, ``sentence_bert_config.json`` (or, from
-sentence-transformers 6 on, the tokenizer's ``model_max_length``) and the Pooling module's ``config.json``; a model this project cannot reproduce (another pooling, extra modules such as Dense) is
-a :class:`~hybrid_retrieval.errors.ConfigError` naming what it has.
+sentence-transformers 6 on, the tokenizer's ``model_max_length``) and the Pooling module's ``config.json``; a model
+this project cannot reproduce (another pooling, extra modules such as Dense) is a
+:class:`~hybrid_retrieval.errors.ConfigError` naming what it has.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from pathlib import Path
 
 from hybrid_retrieval.errors import ConfigError
 
-_ST_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json")
+#: sentence-transformers < 6 records the pooling as one flag per mode (6 writes ``pooling_mode`` itself)
+_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
 
 
 def _local(name: str) -> Path | None:
@@ -47,11 +56,8 @@ def st_encoder_settings(name: str, key: str = "encoder.name") -> dict | None:
             key, name, f"a sentence-transformers model of Transformer + Pooling [+ Normalize] (it has {sorted(kinds)})"
         )
     pooling_cfg = _json(root / kinds["Pooling"] / "config.json")
-    mode = pooling_cfg.get("pooling_mode") or next(
-        (m for m in ("mean", "cls", "max", "lasttoken", "weightedmean") if pooling_cfg.get(f"pooling_mode_{m}_tokens")), None
-    )
-    if mode is None and pooling_cfg.get("pooling_mode_cls_token"):
-        mode = "cls"
+    flags = [mode for flag, mode in _POOLING_FLAGS.items() if pooling_cfg.get(flag)]
+    mode = pooling_cfg.get("pooling_mode") or ("+".join(flags) if flags else None)
     if mode not in ("mean", "cls"):
         raise ConfigError(key, name, f"mean or CLS pooling (the model pools with {mode!r})")
     prompts = _json(root / "config_sentence_transformers.json").get("prompts") or {}
