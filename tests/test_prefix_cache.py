@@ -136,7 +136,7 @@ def test_cache_reused_and_never_stale(tiny_encoder_factory, cache_dir):
     ids = enc.token_ids(TEXTS_P, "passage")
     first = pc.load_or_build(enc, ids, "passage", progress=False)
     assert pc.load_or_build(enc, ids, "passage", progress=False).path == first.path  # reused
-    assert len(list(cache_dir.iterdir())) == 1
+    assert len([p for p in cache_dir.iterdir() if not p.name.startswith(".")]) == 1  # beside it: .{key}.lock
     # edited text, other max_length, other weights, other split, other dtype: each a new entry
     edited = enc.token_ids([*TEXTS_P[:-1], TEXTS_P[-1] + " x"], "passage")
     short = tiny_encoder_factory(train_layers=1, prefix_cache=True, max_length=8)
@@ -194,8 +194,8 @@ def test_two_jobs_building_the_same_entry(tiny_model_dir, tmp_path):
         p.join(timeout=60)
         assert p.exitcode == 0
     assert got[0] == got[1]
-    entries = list((tmp_path / "c" / "prefix").iterdir())
-    assert len(entries) == 1 and (entries[0] / "meta.json").exists()
+    entries = [p for p in (tmp_path / "c" / "prefix").iterdir() if not p.name.startswith(".")]  # .{key}.lock beside
+    assert len(entries) == 1 and (entries[0] / "meta.json").exists() and (entries[0] / "manifest.json").exists()
 
 
 def test_evaluation_from_cache_equals_uncached(tiny_data, tiny_encoder_factory, cache_dir):

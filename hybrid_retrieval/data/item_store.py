@@ -5,7 +5,8 @@ messages), Parquet files, a ``datasets.save_to_disk`` folder with the same colum
 by id (``{lang: path}``, each a JSONL of ``{"id", "query", "positive"[, "negatives"]}``: how translated QA sets and
 mMARCO are distributed). Rows: ``id, title, langs, query, positive, negatives`` (the last four aligned by
 language). The table sits in ``{cache}/items/{key}/`` where the key is the sources' content hash, the language
-filter and the format version: a sweep's jobs build it once; in DDP rank 0 builds while the others wait.
+filter and the format version: a sweep's jobs build it once (one process builds, DDP ranks and parallel jobs
+wait for it; a damaged entry is rebuilt: :mod:`hybrid_retrieval.cache_entry`).
 :class:`ItemStore` reads rows as :class:`ParallelItem` on access; its :class:`ItemLanguages` matrix is what the
 sampler needs, so no Python object per item is kept.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet
 from tqdm.auto import tqdm
 
-from hybrid_retrieval.atomic import atomic_directory, sha256_of
+from hybrid_retrieval.atomic import sha256_of
+from hybrid_retrieval.cache_entry import ensure_entry
 from hybrid_retrieval.data.pairs import ParallelItem, View, iter_jsonl_items
 from hybrid_retrieval.data.sampler import ItemLanguages
 from hybrid_retrieval.errors import DataFormatError
@@ -224,30 +225,23 @@ def source_name(source) -> str:
     return Path(next(iter(source.values()))).parent.name if isinstance(source, Mapping) else Path(source).name
 
 
-def build_store(source, languages: Sequence[str] | None = None, root: Path | None = None, wait_s: float = 3600) -> ItemStore:
-    """The :class:`ItemStore` of ``source`` (built if its cache entry is missing; other DDP ranks wait for rank 0)."""
+def build_store(source, languages: Sequence[str] | None = None, root: Path | None = None) -> ItemStore:
+    """The :class:`ItemStore` of ``source``, built if its cache entry is missing or damaged (one process builds;
+    the others, DDP ranks and parallel jobs alike, wait for it and use its entry, or fail with its message)."""
     key = store_key(source, languages)
     target = Path(root or cache_root() / "items") / key
-    if not (target / "meta.json").exists():
-        rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
-        if rank == 0:
-            name = source_name(source)
-            with atomic_directory(target, complete="meta.json") as tmp:
-                if not _write_table(iter_source(source, languages), tmp, name, expected_items(source)):
-                    where = (
-                        source.name
-                        if isinstance(source, HubDataset)
-                        else (Path(next(iter(source.values()))).parent if isinstance(source, Mapping) else source)
-                    )
-                    wanted = f" with a language in {list(languages)}" if languages else ""
-                    raise DataFormatError(where, "file", f"at least one parallel item{wanted} (the file has none)")
-        else:
-            deadline = time.monotonic() + wait_s
-            while not (target / "meta.json").exists():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"rank {rank}: waited {wait_s:.0f} s for rank 0 to build {target}")
-                time.sleep(1.0)
-    return ItemStore(target)
+
+    def build(folder: Path) -> None:
+        if not _write_table(iter_source(source, languages), folder, source_name(source), expected_items(source)):
+            where = (
+                source.name
+                if isinstance(source, HubDataset)
+                else (Path(next(iter(source.values()))).parent if isinstance(source, Mapping) else source)
+            )
+            wanted = f" with a language in {list(languages)}" if languages else ""
+            raise DataFormatError(where, "file", f"at least one parallel item{wanted} (the file has none)")
+
+    return ItemStore(ensure_entry(target, build, "item store"))
 
 
 class ItemStore(Sequence):

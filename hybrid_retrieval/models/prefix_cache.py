@@ -10,12 +10,13 @@ Layout of one cache entry, ``{cache_root}/prefix/{key}/``:
 * ``states.bin``  (total_tokens, hidden) fp16 (default) or fp32, rows of text i = ``offsets[i]:offsets[i+1]``
 * ``offsets.npy`` (n_texts + 1,) int64
 * ``meta.json``   what the key was made of (for people; the key itself is the hash)
+* ``manifest.json`` sizes and digests of the files above, written last (:mod:`hybrid_retrieval.cache_entry`)
 
 ``key`` = hash of: the frozen weights' bytes (the *fingerprint*), the split layer, the dtype and every
 text's token ids (which already encode tokenizer, prefixes, max_length and the text itself). A stale or
 foreign entry therefore has another key and is never read. Entries are built in a private temporary
-directory and renamed into place (atomic on POSIX): two jobs building the same entry both succeed and
-one copy wins; a killed build leaves only a ``.tmp-*`` directory, which is never read.
+directory and renamed into place (atomic on POSIX) by one process while the others wait for it; a killed
+build leaves only a ``.tmp-*`` directory, which is never read, and a damaged entry is rebuilt.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_retrieval.atomic import atomic_directory
+from hybrid_retrieval.cache_entry import ensure_entry
 from hybrid_retrieval.models.digest import tensor_digest
 from hybrid_retrieval.padding import length_sorted_batches, pad_batch
 from hybrid_retrieval.paths import cache_root
@@ -117,12 +118,12 @@ def load_or_build(
     key = _key(fp, dtype, ids)
     root = Path(root) if root is not None else prefix_cache_root()
     final = root / key
-    if (final / "meta.json").exists():
-        log.info("prefix cache hit: %s (%d texts)", final, len(ids))
-        return PrefixStates(final)
     t0 = time.perf_counter()
-    with atomic_directory(final, complete="meta.json") as tmp:
-        _build(encoder, ids, kind, dtype, tmp, batch_size, progress)
+    built = False
+
+    def build(folder: Path) -> None:
+        nonlocal built
+        _build(encoder, ids, kind, dtype, folder, batch_size, progress)
         meta = {
             "format": FORMAT_VERSION,
             "fingerprint": fp,
@@ -138,11 +139,16 @@ def load_or_build(
             "n_tokens": int(sum(len(x) for x in ids)),
             "build_s": round(time.perf_counter() - t0, 2),
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # last file: marks the entry complete
-    states = PrefixStates(final)
-    log.info(
-        "prefix cache built: %s (%d texts, %.0f MB, %.1fs)", final, len(ids), states.nbytes / 2**20, time.perf_counter() - t0
-    )
+        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+        built = True
+
+    states = PrefixStates(ensure_entry(final, build, "prefix cache"))
+    if built:
+        log.info(
+            "prefix cache built: %s (%d texts, %.0f MB, %.1fs)", final, len(ids), states.nbytes / 2**20, time.perf_counter() - t0
+        )
+    else:
+        log.info("prefix cache hit: %s (%d texts)", final, len(ids))
     return states
 
 
