@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -420,31 +419,3 @@ class ImageTextEvaluator(CollectsEmbeddings, L.Callback):
 
             plt.close(fig)
         loggers[0].experiment.log({**payload, "trainer/global_step": trainer.global_step})
-
-
-class PreemptionCheckpoint(L.Callback):
-    """On SIGTERM (how SLURM pre-empts a job or ends its time), save a resume checkpoint and stop.
-
-    Lightning notices the signal and stops at the end of the running training step; this callback saves, at that
-    step's ``on_train_batch_end`` (the same point as the periodic resume checkpoint, so a resumed run continues
-    exactly), ``resume-step{N}.ckpt`` in ``dirpath`` and points ``last.ckpt`` at it. ``resume=true`` (or a
-    requeued job of a sweep) then continues from there. A signal during validation keeps the last periodic one.
-    """
-
-    def __init__(self, dirpath: str):
-        self.dirpath = Path(dirpath)
-        self.saved: Path | None = None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not trainer.received_sigterm or self.saved is not None:
-            return
-        path = self.dirpath / f"resume-step{trainer.global_step}.ckpt"
-        trainer.save_checkpoint(path)
-        if trainer.is_global_zero:
-            last = self.dirpath / "last.ckpt"
-            tmp = self.dirpath / f"last.ckpt.tmp-{os.getpid()}-link"
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(path.name)
-            os.replace(tmp, last)
-        self.saved = path
-        log.warning("SIGTERM: resume checkpoint saved at step %d: %s", trainer.global_step, path)

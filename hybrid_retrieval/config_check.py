@@ -89,6 +89,7 @@ def validate_config(cfg: DictConfig) -> None:
         if not zipfile.is_zipfile(str(ckpt)):
             raise ConfigError("ckpt_path", ckpt, "not a complete PyTorch checkpoint (truncated or another format)")
         _safe_checkpoint(ckpt)
+    _output_folder(cfg, "results_dir")
     if str(_get(cfg, "data._target_", "")).endswith("ImageTextDataModule"):
         _validate_image_text(cfg)
         return
@@ -188,6 +189,17 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError("model.nonfinite", nonfinite, "expected 'raise' or 'skip'")
     _adhoc_callbacks(cfg)
     _model_name(cfg, "model.encoder.name")
+
+
+def _output_folder(cfg, key: str) -> None:
+    """A folder the run writes into at its END (job records): a file in its place would fail only after training."""
+    value = _get(cfg, key)
+    if value is None:
+        return
+    path = Path(str(value))
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(key, value, f"expected a folder to write into ({existing} is a file)")
 
 
 def _model_name(cfg, key: str) -> None:

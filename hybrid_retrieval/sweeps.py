@@ -223,13 +223,17 @@ def record_value(record: dict, metric: str) -> float:
 
 
 class SweepProgress(Callback):
-    """Hydra callback: after each job, ``[sweep] 5/36 jobs done (1 failed, 3 skipped), 42m elapsed, ~2h10m left``."""
+    """Hydra callback: after each job, ``[sweep] 5/36 jobs done (1 failed, 3 skipped), 42m elapsed, ~2h10m left``.
+
+    The counts live in a ledger in the sweep directory (one line a finished job, appended), not in this object:
+    with a parallel launcher (joblib, submitit, SLURM) every job runs this callback in its own process."""
+
+    LEDGER = ".sweep_progress"
 
     def __init__(self) -> None:
         self.multirun = False
         self.total = 0
-        self.done = self.failed = self.skipped = 0
-        self.start = time.perf_counter()
+        self.start = time.time()
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
@@ -240,31 +244,37 @@ class SweepProgress(Callback):
         except Exception:
             self.total = 0
         self.multirun = True
-        self.start = time.perf_counter()
+        self.start = time.time()  # wall clock: the jobs' processes compare against it
+        ledger = Path(config.hydra.sweep.dir) / self.LEDGER
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        ledger.write_text("")  # this invocation's count starts at zero (a rerun of the sweep counts afresh)
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         if not self.multirun:
             return
-        self.done += 1
         value = getattr(job_return, "_return_value", None)
         status = getattr(getattr(job_return, "status", None), "name", "")
         skip_file = Path(config.paths.output_dir) / "SKIPPED"
         if skip_file.exists():  # "{status}\t{record}" of the record that made train.py skip the job
-            self.skipped += 1
-            self.failed += skip_file.read_text().split("\t", 1)[0].strip() == "failed"
+            outcome = "skipped-failed" if skip_file.read_text().split("\t", 1)[0].strip() == "failed" else "skipped"
         elif status == "FAILED" or (isinstance(value, float) and value != value):
-            self.failed += 1
-        elapsed = time.perf_counter() - self.start
-        ran = self.done - self.skipped
+            outcome = "failed"
+        else:
+            outcome = "ok"
+        ledger = Path(config.hydra.sweep.dir) / self.LEDGER
+        with ledger.open("a") as fh:  # one short append: whole lines even when jobs end at once
+            fh.write(outcome + "\n")
+        lines = ledger.read_text().split()
+        done, skipped = len(lines), sum(x.startswith("skipped") for x in lines)
+        failed = sum(x in ("failed", "skipped-failed") for x in lines)
+        elapsed = time.time() - self.start
+        ran = done - skipped
         left = ""
         if self.total and ran:
-            eta = elapsed / ran * (self.total - self.done)
+            eta = elapsed / ran * (self.total - done)
             left = f", ~{_hm(eta)} left"
         total = f"/{self.total}" if self.total else ""
-        print(
-            f"[sweep] {self.done}{total} jobs done ({self.failed} failed, {self.skipped} skipped), {_hm(elapsed)} elapsed{left}",
-            flush=True,
-        )
+        print(f"[sweep] {done}{total} jobs done ({failed} failed, {skipped} skipped), {_hm(elapsed)} elapsed{left}", flush=True)
 
 
 def _hm(seconds: float) -> str:

@@ -95,7 +95,8 @@ def train(cfg: DictConfig) -> float | None:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     value = metrics.get(cfg.optimized_metric)
     if trainer.is_global_zero:
-        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = best_checkpoint_callback(trainer)
+        ckpt = best.best_model_path if best is not None else ""
         if not ckpt and (out_dir / "checkpoints" / "last.ckpt").exists():  # no best-model copy: the resume checkpoint
             ckpt = str((out_dir / "checkpoints" / "last.ckpt").resolve())
         summary = {
@@ -134,6 +135,12 @@ def train(cfg: DictConfig) -> float | None:
     return value
 
 
+def best_checkpoint_callback(trainer) -> ModelCheckpoint | None:
+    """The first ``ModelCheckpoint`` (``trainer.checkpoint_callback`` is the first ``Checkpoint`` of any kind, and
+    the pre-emption callback is one)."""
+    return next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
 def evaluate_the_end(trainer, model, datamodule) -> None:
     """Every run ends evaluated: a fit that stopped without an evaluation at its last step (``max_steps`` mid-epoch, a
     time limit, early stopping) is evaluated once more now, on every rank (the gather needs them all); with a
@@ -144,7 +151,7 @@ def evaluate_the_end(trainer, model, datamodule) -> None:
     if trainer.is_global_zero:
         log.info("training ended at step %d without an evaluation there: evaluating the final weights", trainer.global_step)
     trainer.validate(model, datamodule=datamodule, verbose=False)
-    best = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+    best = best_checkpoint_callback(trainer)
     if best is None or not best.dirpath or best.monitor is None:
         return
     path = str(Path(best.dirpath) / f"final-step{trainer.global_step}.ckpt")

@@ -121,6 +121,23 @@ class KillDuringSave:
         return _IO()
 
 
+class SigtermInValidation(L.Callback):
+    """Send SIGTERM to this process at the first batch of the first validation after training step ``step``
+    (not the sanity check), once: ``once_file`` records the time the signal was sent."""
+
+    def __init__(self, step: int, once_file: str):
+        self.step, self.once_file = step, once_file
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.sanity_checking or trainer.global_step < self.step or batch_idx != 0 or os.path.exists(self.once_file):
+            return
+        import time
+
+        with open(self.once_file, "w") as fh:
+            fh.write(str(time.time()))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class SigtermAtStep(L.Callback):
     """Send SIGTERM to this process when training step ``step`` starts (as SLURM does on pre-emption), once:
     ``once_file`` is created first and records the time the signal was sent."""

@@ -241,9 +241,19 @@ CASES = [
         "data.batch_size <= 4 fits",
     ),
     (
+        "results-dir-is-a-file",
+        lambda w: _train(w, f"results_dir={w['four']}"),
+        "config results_dir=",
+    ),
+    (
         "download-unknown",
         lambda w: ["hybrid_retrieval.data.download", "squad", "--dest", f"{w['root']}/dl"],
         "unknown dataset 'squad'",
+    ),
+    (
+        "download-dest-is-a-file",
+        lambda w: ["hybrid_retrieval.data.download", "xquad-r", "--dest", str(w["four"]), "--base-url", "http://127.0.0.1:9"],
+        "exists and is not a directory",
     ),
 ]
 if not CUDA:

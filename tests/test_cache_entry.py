@@ -227,3 +227,38 @@ def test_under_ddp_a_bad_training_file_fails_every_rank_in_seconds_with_one_line
         assert sum("(the item store build of process" in err for err in stderrs) == 1, stderrs
     assert took < 240 and not run_dir.exists()
     assert _entries(tmp_path / "cache" / "items") == []
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_of_two_parallel_jobs_sharing_one_item_store_and_one_prefix_cache(tiny_data, tiny_model_dir, tmp_path):
+    """``hydra/launcher=joblib n_jobs=2``: two jobs start together on the same training file and frozen prefix, so
+    they build the same item-store entry and the same prefix-cache entries at once. Each entry is built once (one
+    job waits for the other), and every job's record equals the record of the same sweep run one job at a time."""
+    from tests.conftest import REPO
+    from tests.test_train_e2e import _records, _study_args, run_cli
+
+    src = _jsonl(tmp_path / "train.jsonl", n=60)
+    records = {}
+    for launcher in ("basic", "joblib"):
+        cache = tmp_path / f"cache-{launcher}"
+        args = _study_args(tiny_data, tiny_model_dir, tmp_path, tmp_path / launcher, tmp_path / f"results-{launcher}")
+        args = [a for a in args if not a.startswith(("data.batch_size=", "data.train.root="))]
+        args += ["data.batch_size=4", "data.train.format=jsonl", f"data.train.path={src}", "model.encoder.prefix_cache=true"]
+        if launcher == "joblib":
+            args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "HYBRID_RETRIEVAL_CACHE": str(cache)}
+        proc = run_cli(args, tmp_path, multirun=True, env=env, timeout=900)
+        assert "[sweep] 2/2 jobs done (0 failed, 0 skipped)" in proc.stdout, proc.stdout[-3000:]
+        records[launcher] = _records(tmp_path / f"results-{launcher}")
+        assert len(_entries(cache / "items")) == 1 and entry_problem(cache / "items" / _entries(cache / "items")[0]) is None
+        prefix = _entries(cache / "prefix")
+        assert prefix and all(entry_problem(cache / "prefix" / name) is None for name in prefix)
+        assert not [p for p in cache.rglob("*") if ".tmp-" in p.name]  # nothing half-built left
+        if launcher == "joblib":  # the same entries as the one-at-a-time sweep built
+            assert prefix == _entries(tmp_path / "cache-basic" / "prefix")
+    assert records["joblib"].keys() == records["basic"].keys() and len(records["basic"]) == 2
+    for name, rec in records["joblib"].items():
+        ref = records["basic"][name]
+        assert rec["status"] == ref["status"] == "ok" and rec["steps"] == ref["steps"] and rec["sampling"] == ref["sampling"]
+        for k in ("val/mono/map", "val/cross/map", "val/multi/map", "val/multi/rank_distance", "train/loss"):
+            assert abs(rec["metrics"][k] - ref["metrics"][k]) <= 1e-6, (name, k)

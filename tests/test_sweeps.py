@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -69,7 +70,10 @@ def test_record_value_and_progress_count_skipped_jobs(tmp_path, capsys):
         out.mkdir()
         if skip is not None:
             (out / "SKIPPED").write_text(skip)
-        progress.on_job_end(OmegaConf.create({"paths": {"output_dir": str(out)}}), Return(status, value))
+        cfg = OmegaConf.create({"paths": {"output_dir": str(out)}, "hydra": {"sweep": {"dir": str(tmp_path)}}})
+        # Every job its own copy of the callback, as under a parallel launcher (joblib, submitit): the counts come
+        # from the sweep directory's ledger, not from the object.
+        copy.deepcopy(progress).on_job_end(cfg, Return(status, value))
     # A skipped ok record is not a failure even when its return value is NaN; a skipped failed record is.
     assert "[sweep] 4/4 jobs done (2 failed, 2 skipped)" in capsys.readouterr().out.splitlines()[-1]
 

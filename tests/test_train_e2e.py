@@ -182,8 +182,49 @@ def test_sigterm_saves_a_resume_checkpoint_and_the_requeued_run_matches(tiny_dat
     sigterm_then_resume(tiny_data, tiny_model_dir, tmp_path, monkeypatch)
 
 
-def sigterm_then_resume(tiny_data, tiny_model_dir, tmp_path, monkeypatch, extra_overrides=()):
-    """The SIGTERM test's body; ``extra_overrides`` (e.g. ``trainer=gpu``) run it on another path (tests/test_cuda.py)."""
+@pytest.mark.slow
+def test_sigterm_under_two_process_ddp_saves_a_resume_checkpoint_and_the_requeued_run_matches(
+    tiny_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    """Both ranks get SIGTERM at step 5 (as SLURM signals every task). Lightning's own handler hung here until the
+    600 s timeout (a broadcast inside the signal handler); now every rank stops after the step and every rank's RNG
+    state is in the checkpoint, so the resumed run ends within 1e-6 of the uninterrupted one."""
+    sigterm_then_resume(tiny_data, tiny_model_dir, tmp_path, monkeypatch, extra_overrides=("trainer=ddp_cpu",))
+
+
+@pytest.mark.slow
+def test_sigterm_during_validation_saves_the_state_before_it_and_the_resumed_run_matches(
+    tiny_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    """SIGTERM at the first batch of the validation after step 4 (the end of epoch 0): the validation is abandoned,
+    the resume checkpoint is the state after step 4, and the resumed run validates again and ends as an
+    uninterrupted run (before, no checkpoint was written: the run restarted from its last periodic one, or step 0)."""
+    sigterm_then_resume(tiny_data, tiny_model_dir, tmp_path, monkeypatch, signal_at="validation", step=4)
+
+
+@pytest.mark.slow
+def test_sigterm_at_the_last_step_of_an_epoch_defers_to_its_validation_and_resumes_into_the_next_epoch(
+    tiny_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    """SIGTERM at the start of step 3, the last of epoch 0: the stop waits for the epoch's validation (Lightning
+    resumes an end-of-step checkpoint as "validated"), and the resumed run trains all of epoch 1 (before, resuming
+    at an epoch's last batch skipped the next epoch's batches too and ended at step 4 of 8)."""
+    sigterm_then_resume(tiny_data, tiny_model_dir, tmp_path, monkeypatch, step=3, saved_at=4)
+
+
+def sigterm_then_resume(
+    tiny_data,
+    tiny_model_dir,
+    tmp_path,
+    monkeypatch,
+    extra_overrides=(),
+    signal_at: str = "step",
+    step: int = 5,
+    saved_at: int | None = None,
+):
+    """The SIGTERM test's body; ``extra_overrides`` (e.g. ``trainer=gpu``) run it on another path (tests/test_cuda.py).
+    ``signal_at``: at the start of training step ``step`` (the resume checkpoint is step + 1's), or in the validation
+    after step ``step`` (the resume checkpoint is step's)."""
     monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
     common = ["logger=none", "trainer.deterministic=true", "trainer.max_epochs=2", "data.sampler.batches_per_epoch=4"]
     common += list(extra_overrides)
@@ -192,20 +233,23 @@ def sigterm_then_resume(tiny_data, tiny_model_dir, tmp_path, monkeypatch, extra_
     run_cli([*tiny_overrides(tiny_data, tiny_model_dir, clean_dir), *common], tmp_path)
     sent = tmp_path / "sigterm_sent"
     args = [*tiny_overrides(tiny_data, tiny_model_dir, stopped_dir), *common]
+    helper = {"step": "SigtermAtStep", "validation": "SigtermInValidation"}[signal_at]
     extra = [
-        "+callbacks.term._target_=tests.helpers.SigtermAtStep",
-        "+callbacks.term.step=5",
+        f"+callbacks.term._target_=tests.helpers.{helper}",
+        f"+callbacks.term.step={step}",
         f"+callbacks.term.once_file={sent}",
     ]
+    if saved_at is None:
+        saved_at = step + 1 if signal_at == "step" else step
     proc = run_cli([*args, *extra], tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     ended = time.time()
     assert proc.returncode == 143, proc.stderr[-3000:]
     assert ended - float(sent.read_text()) < 30
     assert "resume=true" in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
-    assert (stopped_dir / "checkpoints" / "last.ckpt").resolve().name == "resume-step6.ckpt"
+    assert (stopped_dir / "checkpoints" / "last.ckpt").resolve().name == f"resume-step{saved_at}.ckpt"
     assert not (stopped_dir / "final_metrics.json").exists()
     proc = run_cli([*args, "resume=true"], tmp_path)
-    assert "resume-step6.ckpt" in proc.stdout + proc.stderr
+    assert f"resume-step{saved_at}.ckpt" in proc.stdout + proc.stderr
     clean = json.loads((clean_dir / "final_metrics.json").read_text())
     resumed = json.loads((stopped_dir / "final_metrics.json").read_text())
     assert resumed["global_step"] == clean["global_step"] == 8

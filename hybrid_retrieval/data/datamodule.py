@@ -415,8 +415,10 @@ class HybridDataModule(L.LightningDataModule):
             # Built after a checkpoint restore: start at the restored epoch, and mid-epoch skip the
             # batches the interrupted run already trained on (exact: batches depend on (seed, epoch) only).
             self.train_sampler.set_epoch(trainer.current_epoch)
-            if trainer.fit_loop.epoch_loop.restarting:
-                done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            # A checkpoint taken at an epoch's last batch restores with the NEXT epoch current and that epoch's
+            # count of batches done: nothing to skip then (skipping emptied the next epoch and ended training).
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if trainer.fit_loop.epoch_loop.restarting and 0 < done < len(self.train_sampler):
                 self.train_sampler.resume(trainer.current_epoch, done)
                 log.info("resuming epoch %d after %d batches", trainer.current_epoch, done)
         pad = self.encoder.tokenizer.pad_token_id or 0

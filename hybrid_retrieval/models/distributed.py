@@ -88,3 +88,12 @@ def all_ranks_true(flag: bool, device: torch.device | str = "cpu") -> bool:
     t = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
+
+
+def gather_objects(obj) -> list:
+    """``obj`` of every rank, by rank (``[obj]`` without DDP); a collective: every rank must call it together."""
+    if not dist_ready():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric
 
 from hybrid_retrieval.models.checkpoint import check_frozen_prefix
 from hybrid_retrieval.models.digest import tensor_digest
-from hybrid_retrieval.models.distributed import all_ranks_true, average_gradients
+from hybrid_retrieval.models.distributed import all_ranks_true, average_gradients, gather_objects
 from hybrid_retrieval.models.encoder import DualEncoder
 from hybrid_retrieval.models.grad_cache import contrastive_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
@@ -63,6 +63,7 @@ class HybridRetrievalModule(L.LightningModule):
         self.train_loss_mean = MeanMetric()
         self.train_mono_fraction = MeanMetric()
         self._pending_rng: dict | None = None
+        self._rng_at_epoch_start = False
         self.resumed_from_step: int | None = None  # the checkpoint's step when fit resumed one (job records say so)
         # Frozen-prefix runs checkpoint only what trains (+ optimizer): the frozen weights are the base
         # model's, identified by a digest that loading checks (so Lightning must not demand those keys).
@@ -80,11 +81,17 @@ class HybridRetrievalModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     # RNG state travels with the checkpoint so a resumed run draws the same dropout masks. It is
     # applied at the first training batch after loading (creating the DataLoader iterator draws from
-    # the global generator, which an uninterrupted run did before the checkpoint).
+    # the global generator, which an uninterrupted run did before the checkpoint). Under DDP every rank
+    # draws from its own generator, so every rank's state is kept (rank 0 writes the file: gathered here,
+    # on every rank, as Lightning dumps a checkpoint on every rank).
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["hybrid_retrieval"] = {
+        rng = {
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        checkpoint["hybrid_retrieval"] = {
+            **rng,
+            "rank_rng": gather_objects(rng),
             "skipped_batches": self.skipped_batches,
             "encoder": dict(self.encoder.init_config),  # rebuilds the encoder: evaluate / export need nothing else
         }
@@ -105,7 +112,13 @@ class HybridRetrievalModule(L.LightningModule):
             raise ValueError(f"resume: checkpoint lacks trainable weights {sorted(missing)[:5]} (another model config?)")
         state = checkpoint.get("hybrid_retrieval")
         if state:
-            self._pending_rng = state
+            per_rank = state.get("rank_rng") or []
+            # this rank's own generator; rank 0's when the world size changed (or the checkpoint predates it)
+            self._pending_rng = per_rank[self.global_rank] if len(per_rank) == self.trainer.world_size else state
+            # Taken at an epoch's last batch (e.g. after its validation): the uninterrupted run made the next
+            # epoch's DataLoader iterator AFTER this point, so the state goes back before that iterator is made.
+            progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+            self._rng_at_epoch_start = bool(progress.get("is_last_batch"))
             self.skipped_batches = int(state.get("skipped_batches", 0))
 
     def on_train_epoch_start(self) -> None:
@@ -115,13 +128,18 @@ class HybridRetrievalModule(L.LightningModule):
         sampler = getattr(dm, "train_sampler", None) if dm is not None else None
         if sampler is not None:
             sampler.set_epoch(self.current_epoch)
+        if self._pending_rng is not None and self._rng_at_epoch_start:
+            self._restore_rng()
+
+    def _restore_rng(self) -> None:
+        torch.set_rng_state(self._pending_rng["torch_rng"])
+        if self._pending_rng.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self._pending_rng["cuda_rng"])
+        self._pending_rng = None
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        if self._pending_rng is not None:
-            torch.set_rng_state(self._pending_rng["torch_rng"])
-            if self._pending_rng.get("cuda_rng") is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(self._pending_rng["cuda_rng"])
-            self._pending_rng = None
+        if self._pending_rng is not None:  # mid-epoch: after the resumed epoch's iterator was made, as before
+            self._restore_rng()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
