@@ -59,7 +59,7 @@ def user_message(error: BaseException) -> str | None:
         return _flatten(error, cause) if cause is not None else _flatten(error)
     if type(error).__name__ == "MisconfigurationException":  # Lightning's checks of its own arguments
         return _flatten(f"trainer: {error}")
-    if isinstance(error, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+    if isinstance(error, FileNotFoundError | FileExistsError | IsADirectoryError | NotADirectoryError | PermissionError):
         name = error.filename or ""
         return _flatten(f"{name}: {error.strerror or error}" if name else error)
     if isinstance(error, UnicodeDecodeError):

@@ -240,6 +240,16 @@ CASES = [
         lambda w: ["hybrid_retrieval.inspect_data", "--train", str(w["four"]), "--batch-size", "32"],
         "data.batch_size <= 4 fits",
     ),
+    (  # Hydra makes the run directory before any of our code runs: its error goes through the same one line
+        "run-dir-is-a-file",
+        lambda w: [a for a in _train(w) if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={w['four']}/sub"],
+        "four.jsonl/sub: Not a directory",
+    ),
+    (
+        "eval-run-dir-is-a-file",
+        lambda w: [a for a in _evaluate(w) if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={w['four']}"],
+        "four.jsonl: File exists",
+    ),
     (
         "results-dir-is-a-file",
         lambda w: _train(w, f"results_dir={w['four']}"),
