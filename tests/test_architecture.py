@@ -18,6 +18,7 @@ BOTTOM = {
     "hybrid_retrieval.offline_model",
     "hybrid_retrieval.plots",
     "hybrid_retrieval.atomic",
+    "hybrid_retrieval.cache_entry",
     "hybrid_retrieval.cli",
 }
 #: Which layers each layer may import (its own always).
