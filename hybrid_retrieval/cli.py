@@ -99,9 +99,15 @@ def exit_on_user_error(error: BaseException) -> None:
 
 def remove_unused_run_dir(out: Path) -> None:
     """A run that failed before doing anything leaves nothing behind: remove its directory if it holds only what
-    Hydra put there (``.hydra/``, the job's ``.log``) or a failure marker."""
-    if out.is_dir() and all(p.name in (".hydra", "FAILED.json", "SKIPPED") or p.suffix == ".log" for p in out.iterdir()):
-        shutil.rmtree(out, ignore_errors=True)
+    Hydra put there (``.hydra/``, the job's ``.log``) or a failure marker. Under a launcher that starts every rank
+    as its own process (srun, torchrun) the ranks share the directory: rank 0 removes it, the others leave it."""
+    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID")):
+        return
+    try:
+        if out.is_dir() and all(p.name in (".hydra", "FAILED.json", "SKIPPED") or p.suffix == ".log" for p in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)
+    except FileNotFoundError:  # removed meanwhile by another process of the same run
+        return
 
 
 @contextlib.contextmanager
