@@ -203,16 +203,24 @@ def _output_folder(cfg, key: str) -> None:
 
 
 def _model_name(cfg, key: str) -> None:
-    """A model name is the offline default, an existing local directory, or a hub id (``org/name``); a name that
-    can only be a path (absolute, ``./``, ``~``, several ``/``) must exist, and offline a hub id must be cached."""
     name = str(_get(cfg, key, OFFLINE_MODEL_NAME))
+    problem = model_name_problem(name)
+    if problem is not None:
+        raise ConfigError(key, name, problem)
+
+
+def model_name_problem(name: str) -> str | None:
+    """A model name is the offline default, an existing local directory, or a hub id (``org/name``); a name that
+    can only be a path (absolute, ``./``, ``~``, several ``/``) must exist, and offline a hub id must be cached.
+    Returns what is wrong (None: fine); every command that takes a model name asks this before loading it."""
     if name == OFFLINE_MODEL_NAME or Path(name).expanduser().exists():
-        return
+        return None
     if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
-        raise ConfigError(key, name, "no such model directory")
+        return "no such model directory"
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
     if offline and not _in_hf_cache(name):
-        raise ConfigError(key, name, f"not a local path nor in the HF cache while offline; use {OFFLINE_MODEL_NAME!r}")
+        return f"not a local path nor in the HF cache while offline; use {OFFLINE_MODEL_NAME!r}"
+    return None
 
 
 IMAGE_TEXT_FORMATS = ("jsonl", "xm3600", "synthetic")

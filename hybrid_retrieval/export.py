@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from hybrid_retrieval.cli import ArgumentParser, user_errors
+from hybrid_retrieval.config_check import model_name_problem
 from hybrid_retrieval.errors import UserError
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
 
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     with user_errors():
         out = Path(args.out)
         check_target(out, args.force)
+        if args.base and (problem := model_name_problem(args.base)) is not None:
+            raise UserError(f"--base {args.base}: {problem}")
         overrides = {"name": args.base} if args.base else {}
         encoder = encoder_from_checkpoint(args.checkpoint, **overrides)  # a bad checkpoint fails before anything is written
         out = export_sentence_transformers(encoder, out)

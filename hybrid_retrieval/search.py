@@ -27,6 +27,7 @@ from textwrap import shorten
 import numpy as np
 
 from hybrid_retrieval.cli import ArgumentParser, user_errors
+from hybrid_retrieval.config_check import model_name_problem
 from hybrid_retrieval.data.beir import read_texts
 from hybrid_retrieval.errors import UserError
 from hybrid_retrieval.evaluation.encode import encode_texts
@@ -76,12 +77,22 @@ def build_index(emb, kind: str = "flat", hnsw_m: int = 32, ef_construction: int 
     return index
 
 
+def _writable_folder(folder: Path, flag: str) -> None:
+    """One line now when a file sits where ``folder`` (or a folder above it) must be."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"{flag} {folder}: {existing} is a file, not a folder")
+
+
 def cmd_index(args) -> None:
     import faiss  # noqa: PLC0415 - optional at import time and slow to load (faiss-cpu): only the index paths need it
 
+    out = Path(args.index)
+    _writable_folder(out, "--index")
+    if args.base and (problem := model_name_problem(args.base)) is not None:
+        raise UserError(f"--base {args.base}: {problem}")
     ids, texts = read_texts(args.corpus)
     encoder = load_encoder(args.ckpt, args.base)
-    out = Path(args.index)
     t0 = time.perf_counter()
     # resumable fp16 shards under the index folder: a killed run of the same command continues where it stopped
     emb = encode_to_shards(encoder, texts, "passage", out / "shards", shard_size=args.shard_size, batch_size=args.batch_size)
@@ -111,6 +122,10 @@ def cmd_query(args) -> None:
     import faiss  # noqa: PLC0415 - optional at import time and slow to load (faiss-cpu): only the index paths need it
 
     folder = Path(args.index)
+    if args.run:  # written after the search: a file in the way must fail now, not after the encoding
+        _writable_folder(Path(args.run).parent, "--run")
+        if Path(args.run).is_dir():
+            raise UserError(f"--run {args.run}: a folder; give the run file's path")
     for name in ("meta.json", "ids.json", "index.faiss"):
         if not (folder / name).is_file():
             raise UserError(

@@ -251,6 +251,35 @@ CASES = [
         "four.jsonl: File exists",
     ),
     (
+        "export-base-missing",
+        lambda w: ["hybrid_retrieval.export", f"{w['root']}/none.ckpt", f"{w['root']}/out", "--base", "/no/such/model"],
+        "--base /no/such/model: no such model directory",
+    ),
+    (
+        "search-base-missing",
+        lambda w: [
+            "hybrid_retrieval.search",
+            "index",
+            "--corpus",
+            str(w["four"]),
+            "--index",
+            f"{w['root']}/ix",
+            "--base",
+            "/no/such/model",
+        ],
+        "--base /no/such/model: no such model directory",
+    ),
+    (
+        "search-index-under-a-file",
+        lambda w: ["hybrid_retrieval.search", "index", "--corpus", str(w["four"]), "--index", f"{w['four']}/ix"],
+        "is a file, not a folder",
+    ),
+    (
+        "search-run-under-a-file",
+        lambda w: ["hybrid_retrieval.search", "query", "--index", f"{w['root']}/ix", "-q", "x", "--run", f"{w['four']}/a.run"],
+        "--run ",
+    ),
+    (
         "results-dir-is-a-file",
         lambda w: _train(w, f"results_dir={w['four']}"),
         "config results_dir=",
