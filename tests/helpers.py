@@ -153,3 +153,20 @@ class SigtermAtStep(L.Callback):
         with open(self.once_file, "w") as fh:
             fh.write(str(time.time()))
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def results_of_processes(target, args_list: list[tuple], timeout: float = 300) -> list:
+    """Start one spawned process per ``args`` (each ``target(*args, queue)`` puts one result), all at once; their
+    results in the order they arrived, after every process exited with 0."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, q)) for args in args_list]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=timeout) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return got

@@ -20,6 +20,7 @@ from hybrid_retrieval import cache_entry
 from hybrid_retrieval.cache_entry import MANIFEST, CacheBuildError, ensure_entry, entry_problem, write_manifest
 from hybrid_retrieval.data.item_store import build_store
 from hybrid_retrieval.errors import DataFormatError
+from tests.helpers import results_of_processes
 from tests.test_item_store import _flat, _jsonl
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -123,14 +124,8 @@ def _store_worker(src, root, log_file, barrier, out_q):
 def test_two_processes_building_one_item_store_at_once_build_it_once_and_both_use_it(tmp_path):
     src = _jsonl(tmp_path / "train.jsonl")
     log_file = tmp_path / "builds.txt"
-    barrier, q = SPAWN.Barrier(2), SPAWN.Queue()
-    procs = [SPAWN.Process(target=_store_worker, args=(src, tmp_path / "cache", log_file, barrier, q)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    got = [q.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    barrier = SPAWN.Barrier(2)
+    got = results_of_processes(_store_worker, [(src, tmp_path / "cache", log_file, barrier)] * 2)
     assert len(log_file.read_text().split()) == 1  # one build; the other process waited and read it
     assert got[0] == got[1] and got[0][1] == _flat(build_store(src, root=tmp_path / "cache"))
     assert _entries(tmp_path / "cache") == [Path(got[0][0]).name]

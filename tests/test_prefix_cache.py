@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import multiprocessing
 import os
 import socket
 
@@ -25,6 +24,7 @@ from hybrid_retrieval.models.distributed import all_gather_variable, average_gra
 from hybrid_retrieval.models.grad_cache import contrastive_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
 from hybrid_retrieval.padding import pad_batch, pad_rows
+from tests.helpers import results_of_processes
 
 TEXTS_Q = ["wie lang ist die donau", "how long is the river", "quién fue el rey", "school of music in the city", "w1 w2"] * 2
 TEXTS_P = [f"passage {i}: " + " ".join(f"w{(i * 7 + j) % 40}" for j in range(3 + i % 9)) for i in range(10)]
@@ -184,15 +184,7 @@ def _build_worker(cache_root, model_dir, out_q):
 
 @pytest.mark.slow
 def test_two_jobs_building_the_same_entry(tiny_model_dir, tmp_path):
-    ctx = multiprocessing.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_build_worker, args=(str(tmp_path / "c"), str(tiny_model_dir), q)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    got = [q.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    got = results_of_processes(_build_worker, [(str(tmp_path / "c"), str(tiny_model_dir))] * 2)
     assert got[0] == got[1]
     entries = [p for p in (tmp_path / "c" / "prefix").iterdir() if not p.name.startswith(".")]  # .{key}.lock beside
     assert len(entries) == 1 and (entries[0] / "meta.json").exists() and (entries[0] / "manifest.json").exists()
