@@ -21,7 +21,7 @@ from hybrid_retrieval.models.encoder import POOLINGS, PREFIX_CACHE_DTYPES
 from hybrid_retrieval.models.loss import SIMILARITIES
 from hybrid_retrieval.models.module import NONFINITE_POLICIES
 from hybrid_retrieval.offline_model import OFFLINE_MODEL_NAME
-from hybrid_retrieval.paths import DOWNLOAD_HINT
+from hybrid_retrieval.paths import DOWNLOAD_HINT, file_in_the_way
 
 
 def _get(cfg: DictConfig, dotted: str, default=None):
@@ -196,10 +196,9 @@ def _output_folder(cfg, key: str) -> None:
     value = _get(cfg, key)
     if value is None:
         return
-    path = Path(str(value))
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ConfigError(key, value, f"expected a folder to write into ({existing} is a file)")
+    blocker = file_in_the_way(str(value))
+    if blocker is not None:
+        raise ConfigError(key, value, f"expected a folder to write into ({blocker} is a file)")
 
 
 def _model_name(cfg, key: str) -> None:

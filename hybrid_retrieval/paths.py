@@ -71,3 +71,11 @@ def find_data_dir(root_dir: str | Path) -> str:
         if any((candidate / name).is_dir() for name in BENCHMARKS):
             return str(candidate)
     return str(shared)
+
+
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The file sitting where ``folder`` or a folder above it must be (None: the folder can be made or exists).
+    Output folders of every command are checked with it before any work starts."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None

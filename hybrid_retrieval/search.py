@@ -36,6 +36,7 @@ from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
 from hybrid_retrieval.models.digest import encoder_digest
 from hybrid_retrieval.models.encoder import DualEncoder
+from hybrid_retrieval.paths import file_in_the_way
 
 SNIPPET_CHARS = 100  # characters of a hit's text printed after its id
 
@@ -79,9 +80,9 @@ def build_index(emb, kind: str = "flat", hnsw_m: int = 32, ef_construction: int 
 
 def _writable_folder(folder: Path, flag: str) -> None:
     """One line now when a file sits where ``folder`` (or a folder above it) must be."""
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"{flag} {folder}: {existing} is a file, not a folder")
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        raise UserError(f"{flag} {folder}: {blocker} is a file, not a folder")
 
 
 def cmd_index(args) -> None:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from hybrid_retrieval.atomic import atomic_directory
 from hybrid_retrieval.cli import ArgumentParser, user_errors
 from hybrid_retrieval.errors import UserError
-from hybrid_retrieval.paths import data_cache_dir
+from hybrid_retrieval.paths import data_cache_dir, file_in_the_way
 
 BASE_URL = "https://raw.githubusercontent.com/google-research-datasets/lareqa"
 
@@ -130,9 +130,9 @@ def download(name: str, dest: Path, base_url: str = BASE_URL, force: bool = Fals
     if name not in DATASETS:
         raise DownloadError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
     dataset, target = DATASETS[name], Path(dest) / name
-    for folder in (Path(dest), target):  # checked before anything is fetched: a file where a folder must go
-        if folder.exists() and not folder.is_dir():
-            raise DownloadError(f"{folder}: exists and is not a directory (--dest is the folder the datasets go in)")
+    blocker = file_in_the_way(target)  # checked before anything is fetched: a file where a folder must go
+    if blocker is not None:
+        raise DownloadError(f"{blocker}: exists and is not a directory (--dest is the folder the datasets go in)")
     if is_complete(target, dataset) and not force:
         return target
     if target.exists() and any(target.iterdir()) and not force:
