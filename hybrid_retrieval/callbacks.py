@@ -92,13 +92,69 @@ def gather_rows(trainer, pl_module, index: torch.Tensor, emb: torch.Tensor, n_to
     return full
 
 
-class CollectsEmbeddings:
-    """What both evaluators do with the validation steps' outputs: keep this epoch's (indices, embeddings) and, at its
-    end, assemble every rank's rows on rank 0 (:func:`gather_rows`); the best-so-far values live in the checkpoint."""
+class EmbeddingEvaluator(L.Callback):
+    """What every task's evaluator does each validation epoch: collect this rank's (indices, embeddings) from the
+    validation steps, assemble every rank's rows on rank 0 (:func:`gather_rows`), score them there, update the
+    best-so-far values (kept in the checkpoint), write ``{out_dir}/{file_name}``, log to W&B, and log the numbers
+    on every rank. A task supplies :meth:`n_rows`, :meth:`score`, :meth:`describe` and optionally :meth:`logged`,
+    :meth:`record`, :meth:`wandb_payload` and :meth:`heatmap`.
+    """
 
-    best: BestSoFar
+    primary: str = ""  # the metric shown in the progress bar (the task's default optimized metric, without prefix)
+    what, rows = "evaluation", "row"  # what is evaluated and what a row is (the warning when validation missed some)
     evaluated_step: int | None = None  # the global step of the last evaluation (train.py evaluates a fit's end)
 
+    def __init__(self, prefix: str, out_dir: str | None, plot: bool, directions: dict[str, str]):
+        super().__init__()
+        self.prefix, self.out_dir, self.plot = prefix, out_dir, plot
+        self.last = None  # the last evaluation's result (rank 0)
+        self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, embeddings) of this epoch
+        self.best = BestSoFar(directions)
+
+    # ------------------------------------------------------------------ task hooks
+    def n_rows(self, trainer: L.Trainer) -> int:
+        """How many rows (texts, images) one validation epoch embeds over all ranks."""
+        raise NotImplementedError
+
+    def score(self, trainer: L.Trainer, pl_module: L.LightningModule, rows: torch.Tensor):
+        """The result of the (n_rows, dim) embeddings, on rank 0; it has ``flat()`` → {metric: value}."""
+        raise NotImplementedError
+
+    def flat(self, result) -> dict[str, float]:
+        return result.flat()
+
+    def describe(self, trainer: L.Trainer, flat: dict[str, float]) -> str:
+        """One log line of this epoch's headline numbers."""
+        raise NotImplementedError
+
+    def logged(self, flat: dict[str, float]) -> dict[str, float]:
+        """What of ``flat`` is logged (the JSON file keeps everything)."""
+        return flat
+
+    def record(self, result, flat: dict[str, float]) -> dict:
+        """The JSON file's entries after epoch and step (the metrics among them)."""
+        return {"metrics": flat, "languages": result.languages}
+
+    def wandb_payload(self, wandb, result) -> dict:
+        return {}
+
+    def pairs_record(self) -> dict:
+        """The last evaluation's metrics per language pair, for the job record ({} when the task has none)."""
+        return {}
+
+    def summary_table(self) -> str | None:
+        """A table printed when a run finishes (None: the macro metrics say it all)."""
+        return None
+
+    def headline(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The logged metrics printed when a run finishes: this evaluator's macro averages (with their best)."""
+        return {}
+
+    def heatmap(self, result) -> tuple[str, np.ndarray, list[str], str] | None:
+        """(key, matrix, languages, title) of the W&B heatmap image, or None."""
+        return None
+
+    # ------------------------------------------------------------------ the fixed part
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self.evaluated_step = trainer.global_step
@@ -124,65 +180,31 @@ class CollectsEmbeddings:
         emb = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dim)
         return gather_rows(trainer, pl_module, index, emb, n_total)
 
-
-class LareqaEvaluator(CollectsEmbeddings, L.Callback):
-    """Gathers the validation embeddings of every rank, evaluates on rank 0, logs on all ranks.
-
-    Logged: ``{prefix}/{mono,cross,multi}/{metric}`` macro averages, ``{prefix}/multi/rank_distance``,
-    ``{prefix}/{X}-{Y}/map`` per pair and ``{prefix}/{X}-all/map``; the primary metric (default
-    ``val/multi/map``) drives checkpointing and early stopping. With a W&B logger: a heatmap image of the
-    X→Y mAP matrix and a ``wandb.Table`` of every pair. Every evaluation is also written as JSON to
-    ``{out_dir}/epoch{E}.json``.
-    """
-
-    def __init__(self, prefix: str = "val", out_dir: str | None = None, block: int = 256, plot: bool = True):
-        super().__init__()
-        self.prefix, self.out_dir, self.block, self.plot = prefix, out_dir, block, plot
-        self.last: EvalResult | None = None
-        self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, embeddings) of this epoch
-        directions = {f"{s}/map": "max" for s in ("mono", "cross", "multi")}
-        self.best = BestSoFar({**directions, "multi/rank_distance": "min"})
-
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        dm = trainer.datamodule
-        full = self._gathered(trainer, pl_module, len(dm.eval_ids))  # (n_texts, dim) on rank 0
+        rows = self._gathered(trainer, pl_module, self.n_rows(trainer))  # (n_rows, dim) on rank 0
         flat: dict[str, float] | None = None
-        if trainer.is_global_zero:
-            if full is None:
-                log.warning("LAReQA metrics skipped: validation did not cover every text (limit_val_batches?)")
-            else:
-                t0 = time.perf_counter()
-                result = evaluate_embeddings(dm.corpus, full[: dm.n_eval_queries], full[dm.n_eval_queries :], block=self.block)
-                self.last = result
-                flat = result.flat()
-                log.info(
-                    "epoch %d %s: mono mAP %.4f | cross mAP %.4f | multi mAP %.4f | rank distance %.1f (%.1fs)",
-                    trainer.current_epoch,
-                    dm.corpus.name,
-                    flat["mono/map"],
-                    flat["cross/map"],
-                    flat["multi/map"],
-                    flat["multi/rank_distance"],
-                    time.perf_counter() - t0,
-                )
-                self._write(trainer, result, flat)
-                self._to_wandb(trainer, result)
-        if flat is not None:
-            flat = {
-                k: v
-                for k, v in flat.items()
-                if "/" in k and (k.split("/")[0] in ("mono", "cross", "multi") or k.endswith("/map"))
-            }
-        _broadcast_and_log(trainer, pl_module, flat, self.prefix, self.best, prog_bar="multi/map")
+        if trainer.is_global_zero and rows is None:
+            log.warning(
+                "%s metrics skipped: validation did not cover every %s (limit_val_batches?)", type(self).__name__, self.rows
+            )
+        elif trainer.is_global_zero:
+            t0 = time.perf_counter()
+            result = self.score(trainer, pl_module, rows)
+            self.last = result
+            flat = self.flat(result)
+            log.info("%s (%.1fs)", self.describe(trainer, flat), time.perf_counter() - t0)
+            self._write(trainer, result, flat)
+            self._to_wandb(trainer, result)
+        _broadcast_and_log(trainer, pl_module, None if flat is None else self.logged(flat), self.prefix, self.best, self.primary)
 
-    def _write(self, trainer: L.Trainer, result: EvalResult, flat: dict[str, float]) -> None:
-        out = Path(self.out_dir) if self.out_dir else None
-        if out is None:
+    def _write(self, trainer: L.Trainer, result, flat: dict[str, float]) -> None:
+        if not self.out_dir:
             return
+        out = Path(self.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        payload = {"epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": flat, "languages": result.languages}
+        payload = {"epoch": trainer.current_epoch, "step": trainer.global_step, **self.record(result, flat)}
         (out / self.file_name(trainer)).write_text(json.dumps(payload, indent=1))
 
     @staticmethod
@@ -193,29 +215,79 @@ class LareqaEvaluator(CollectsEmbeddings, L.Callback):
             return f"epoch{trainer.current_epoch:03d}.json"
         return f"validate-step{trainer.global_step:06d}.json"
 
-    def _to_wandb(self, trainer: L.Trainer, result: EvalResult) -> None:
+    def _to_wandb(self, trainer: L.Trainer, result) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers:
             return
         import wandb  # noqa: PLC0415 - slow to import (~2 s) and only needed when W&B logging is on
 
-        run = loggers[0].experiment
-        langs = result.languages
-        rows = []
-        for i, x in enumerate(langs):
-            for j, y in enumerate(langs):
-                rows.append([x, y, *(float(result.pair[m][i, j]) for m in sorted(result.pair)), int(result.n_queries[i, j])])
-        table = wandb.Table(columns=["query_lang", "cand_lang", *sorted(result.pair), "n_queries"], data=rows)
-        payload = {f"{self.prefix}/pairs": table}
-        if self.plot:
-            fig = heatmap(result.pair["map"], langs, title=f"{self.prefix} mAP (query → candidate language)")
-            payload[f"{self.prefix}/map_heatmap"] = wandb.Image(fig)
+        payload = self.wandb_payload(wandb, result)
+        spec = self.heatmap(result) if self.plot else None
+        if spec is not None:
+            key, matrix, langs, title = spec
+            fig = heatmap(matrix, langs, title=title)
+            payload[key] = wandb.Image(fig)
             import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import (~1 s); only plots need it, after the headless backend is chosen
 
             plt.close(fig)
         # Lightning's WandbLogger logs `trainer/global_step` as the x-axis metric and never passes step=;
         # an explicit step= that W&B's own counter has already passed is silently dropped, so do the same.
-        run.log({**payload, "trainer/global_step": trainer.global_step})
+        loggers[0].experiment.log({**payload, "trainer/global_step": trainer.global_step})
+
+
+class LareqaEvaluator(EmbeddingEvaluator):
+    """LAReQA evaluation of the validation texts (questions then candidates), scored on rank 0.
+
+    Logged: ``{prefix}/{mono,cross,multi}/{metric}`` macro averages, ``{prefix}/multi/rank_distance``,
+    ``{prefix}/{X}-{Y}/map`` per pair and ``{prefix}/{X}-all/map``; the primary metric (default
+    ``val/multi/map``) drives checkpointing and early stopping. With a W&B logger: a heatmap image of the
+    X→Y mAP matrix and a ``wandb.Table`` of every pair. Every evaluation is also written as JSON to
+    ``{out_dir}/epoch{E}.json``.
+    """
+
+    primary, what, rows = "multi/map", "LAReQA", "text"
+
+    def __init__(self, prefix: str = "val", out_dir: str | None = None, block: int = 256, plot: bool = True):
+        directions = {f"{s}/map": "max" for s in ("mono", "cross", "multi")}
+        super().__init__(prefix, out_dir, plot, {**directions, "multi/rank_distance": "min"})
+        self.block = block
+
+    def n_rows(self, trainer: L.Trainer) -> int:
+        return len(trainer.datamodule.eval_ids)
+
+    def score(self, trainer, pl_module, rows: torch.Tensor) -> EvalResult:
+        dm = trainer.datamodule
+        return evaluate_embeddings(dm.corpus, rows[: dm.n_eval_queries], rows[dm.n_eval_queries :], block=self.block)
+
+    def describe(self, trainer, flat: dict[str, float]) -> str:
+        return (
+            f"epoch {trainer.current_epoch} {trainer.datamodule.corpus.name}: mono mAP {flat['mono/map']:.4f} | "
+            f"cross mAP {flat['cross/map']:.4f} | multi mAP {flat['multi/map']:.4f} | "
+            f"rank distance {flat['multi/rank_distance']:.1f}"
+        )
+
+    def logged(self, flat: dict[str, float]) -> dict[str, float]:
+        return {
+            k: v for k, v in flat.items() if "/" in k and (k.split("/")[0] in ("mono", "cross", "multi") or k.endswith("/map"))
+        }
+
+    def wandb_payload(self, wandb, result: EvalResult) -> dict:
+        langs = result.languages
+        rows = []
+        for i, x in enumerate(langs):
+            for j, y in enumerate(langs):
+                rows.append([x, y, *(float(result.pair[m][i, j]) for m in sorted(result.pair)), int(result.n_queries[i, j])])
+        return {
+            f"{self.prefix}/pairs": wandb.Table(columns=["query_lang", "cand_lang", *sorted(result.pair), "n_queries"], data=rows)
+        }
+
+    def heatmap(self, result: EvalResult):
+        return (
+            f"{self.prefix}/map_heatmap",
+            result.pair["map"],
+            result.languages,
+            f"{self.prefix} mAP (query → candidate language)",
+        )
 
 
 class AdhocEvaluator(L.Callback):
@@ -306,7 +378,7 @@ class AdhocEvaluator(L.Callback):
         _broadcast_and_log(trainer, pl_module, flat, self.prefix, self.best, prog_bar=None)
 
 
-class ImageTextEvaluator(CollectsEmbeddings, L.Callback):
+class ImageTextEvaluator(EmbeddingEvaluator):
     """Image–text evaluation each validation epoch (:mod:`hybrid_retrieval.evaluation.image_text_eval`).
 
     Image embeddings come from the validation steps (gathered from every rank); captions are encoded here on
@@ -315,12 +387,12 @@ class ImageTextEvaluator(CollectsEmbeddings, L.Callback):
     ``{prefix}/clipscore/{X}`` (torchmetrics' CLIPScore on a whole CLIP model, the same formula otherwise), best-so-far
     values, a JSON per evaluation in ``out_dir`` and, with W&B, a per-language table and the caption-mAP heatmap."""
 
+    primary, what, rows = "t2i/r@1", "image–text", "image"
+
     def __init__(self, prefix: str = "val", out_dir: str | None = None, batch_size: int = 128, plot: bool = True):
-        super().__init__()
-        self.prefix, self.out_dir, self.batch_size, self.plot = prefix, out_dir, int(batch_size), plot
-        self.last: ImageTextResult | None = None
-        self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.best = BestSoFar({"t2i/r@1": "max", "i2t/r@1": "max", "caption/cross/map": "max", "multi/map": "max"})
+        directions = {"t2i/r@1": "max", "i2t/r@1": "max", "caption/cross/map": "max", "multi/map": "max"}
+        super().__init__(prefix, out_dir, plot, directions)
+        self.batch_size = int(batch_size)
 
     @torch.no_grad()
     def _clipscores_torchmetrics(self, pl_module, dm, texts, owner, langs) -> dict[str, float]:
@@ -338,68 +410,38 @@ class ImageTextEvaluator(CollectsEmbeddings, L.Callback):
             out[x] = float(metric.compute())
         return out
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    def n_rows(self, trainer: L.Trainer) -> int:
+        return len(trainer.datamodule.eval_items)
+
+    def score(self, trainer, pl_module, rows: torch.Tensor) -> ImageTextResult:
         dm = trainer.datamodule
-        images = self._gathered(trainer, pl_module, len(dm.eval_items))  # (N, dim) on rank 0
-        flat = None
-        if trainer.is_global_zero and images is not None:
-            t0 = time.perf_counter()
-            texts, owner, langs = dm.eval_captions()
-            enc = pl_module.encoder
-            was = enc.training
-            enc.eval()
-            with torch.no_grad():
-                caps = torch.cat(
-                    [
-                        enc.encode_texts(texts[i : i + self.batch_size], cache=True).cpu()
-                        for i in range(0, len(texts), self.batch_size)
-                    ]
-                )  # (M, dim)
-            enc.train(was)
-            scores = self._clipscores_torchmetrics(pl_module, dm, texts, owner, langs) if enc.clip_model is not None else None
-            result = evaluate_image_text(images, caps, owner, langs, [it.key for it in dm.eval_items], clipscores=scores)
-            self.last = result
-            flat = {k.split("/", 1)[1]: v for k, v in result.flat(self.prefix).items()}
-            log.info(
-                "epoch %d image–text: t2i R@1 %.4f | i2t R@1 %.4f | caption cross mAP %.4f | multi mAP %.4f | "
-                "rank distance %.1f | CLIPScore %.2f (%.1fs)",
-                trainer.current_epoch,
-                flat["t2i/r@1"],
-                flat["i2t/r@1"],
-                flat.get("caption/cross/map", float("nan")),
-                flat["multi/map"],
-                flat["multi/rank_distance"],
-                flat["clipscore"],
-                time.perf_counter() - t0,
-            )
-            self._write(trainer, result, flat)
-            self._to_wandb(trainer, result)
-        elif trainer.is_global_zero:
-            log.warning("image–text metrics skipped: validation did not cover every image (limit_val_batches?)")
-        _broadcast_and_log(trainer, pl_module, flat, self.prefix, self.best, prog_bar="t2i/r@1")
+        texts, owner, langs = dm.eval_captions()
+        enc = pl_module.encoder
+        was = enc.training
+        enc.eval()
+        with torch.no_grad():
+            step = self.batch_size
+            caps = torch.cat(
+                [enc.encode_texts(texts[i : i + step], cache=True).cpu() for i in range(0, len(texts), step)]
+            )  # (M, dim)
+        enc.train(was)
+        scores = self._clipscores_torchmetrics(pl_module, dm, texts, owner, langs) if enc.clip_model is not None else None
+        return evaluate_image_text(rows, caps, owner, langs, [it.key for it in dm.eval_items], clipscores=scores)
 
-    def _write(self, trainer, result: ImageTextResult, flat: dict[str, float]) -> None:
-        if not self.out_dir:
-            return
-        out = Path(self.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "epoch": trainer.current_epoch,
-            "step": trainer.global_step,
-            "languages": result.languages,
-            "n_images": result.n_images,
-            "metrics": flat,
-        }
-        (out / LareqaEvaluator.file_name(trainer)).write_text(json.dumps(payload, indent=1))
+    def flat(self, result: ImageTextResult) -> dict[str, float]:
+        return {k.split("/", 1)[1]: v for k, v in result.flat(self.prefix).items()}
 
-    def _to_wandb(self, trainer, result: ImageTextResult) -> None:
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        if not loggers:
-            return
-        import wandb  # noqa: PLC0415 - slow to import (~2 s) and only needed when W&B logging is on
+    def describe(self, trainer, flat: dict[str, float]) -> str:
+        return (
+            f"epoch {trainer.current_epoch} image–text: t2i R@1 {flat['t2i/r@1']:.4f} | i2t R@1 {flat['i2t/r@1']:.4f} | "
+            f"caption cross mAP {flat.get('caption/cross/map', float('nan')):.4f} | multi mAP {flat['multi/map']:.4f} | "
+            f"rank distance {flat['multi/rank_distance']:.1f} | CLIPScore {flat['clipscore']:.2f}"
+        )
 
+    def record(self, result: ImageTextResult, flat: dict[str, float]) -> dict:
+        return {"languages": result.languages, "n_images": result.n_images, "metrics": flat}
+
+    def wandb_payload(self, wandb, result: ImageTextResult) -> dict:
         cols = ["language", *(f"t2i/r@{k}" for k in (1, 5, 10)), *(f"i2t/r@{k}" for k in (1, 5, 10)), "clipscore", "mean_rank"]
         rows = [
             [
@@ -411,11 +453,25 @@ class ImageTextEvaluator(CollectsEmbeddings, L.Callback):
             ]
             for x in result.languages
         ]
-        payload = {f"{self.prefix}/languages": wandb.Table(columns=cols, data=rows)}
-        if self.plot:
-            fig = heatmap(result.caption_map, result.languages, title=f"{self.prefix} caption mAP (query → candidate language)")
-            payload[f"{self.prefix}/caption_map_heatmap"] = wandb.Image(fig)
-            import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import; only plots need it
+        return {f"{self.prefix}/languages": wandb.Table(columns=cols, data=rows)}
 
-            plt.close(fig)
-        loggers[0].experiment.log({**payload, "trainer/global_step": trainer.global_step})
+    def heatmap(self, result: ImageTextResult):
+        title = f"{self.prefix} caption mAP (query → candidate language)"
+        return f"{self.prefix}/caption_map_heatmap", result.caption_map, result.languages, title
+
+    def summary_table(self) -> str | None:
+        """Per language: recall both ways, CLIPScore, rank in the multilingual pool."""
+        return self.last.table() if self.last is not None else None
+
+    def headline(self, metrics: dict[str, float]) -> dict[str, float]:
+        p, groups = f"{self.prefix}/", ("multi", "t2i", "i2t", "caption", "clipscore")
+        return {
+            k: v
+            for k, v in metrics.items()
+            if k.startswith(p)
+            and (
+                (k.count("/") == 2 and k.split("/")[1] in groups and "mean_rank" not in k)
+                or k.endswith("/clipscore")
+                or (k.count("/") == 3 and k.split("/")[1] == "caption" and k.split("/")[2] in ("mono", "cross"))
+            )
+        }

@@ -17,9 +17,10 @@ from hybrid_retrieval.data.datamodule import TOKENIZE, TRAIN_FORMATS, VALIDATE_O
 from hybrid_retrieval.data.sampler import ALPHA_SCHEDULES, CROSS_MODES
 from hybrid_retrieval.errors import CheckpointError, ConfigError
 from hybrid_retrieval.models.checkpoint import refusal, unsafe_globals
+from hybrid_retrieval.models.core import NONFINITE_POLICIES
 from hybrid_retrieval.models.encoder import POOLINGS, PREFIX_CACHE_DTYPES
+from hybrid_retrieval.models.image_text import SMALL_CNN, SMALL_CNN_NORMS
 from hybrid_retrieval.models.loss import SIMILARITIES
-from hybrid_retrieval.models.module import NONFINITE_POLICIES
 from hybrid_retrieval.offline_model import OFFLINE_MODEL_NAME
 from hybrid_retrieval.paths import DOWNLOAD_HINT, file_in_the_way
 
@@ -93,6 +94,15 @@ def validate_config(cfg: DictConfig) -> None:
     if str(_get(cfg, "data._target_", "")).endswith("ImageTextDataModule"):
         _validate_image_text(cfg)
         return
+    fmt = _text_data_paths(cfg)
+    batch = _text_sampling(cfg)
+    _text_dev_split(cfg, fmt)
+    _trainer(cfg, batch)
+    _text_model(cfg)
+
+
+def _text_data_paths(cfg: DictConfig) -> str:
+    """The training format and every path it names; returns the format."""
     fmt = _get(cfg, "data.train.format", "lareqa")
     if fmt not in TRAIN_FORMATS:
         raise ConfigError("data.train.format", fmt, f"expected one of {', '.join(TRAIN_FORMATS)}")
@@ -115,6 +125,11 @@ def validate_config(cfg: DictConfig) -> None:
     if fmt == "lareqa":
         _languages(cfg, "data.train.languages", "data.train.root")
     _languages(cfg, "data.eval.languages", "data.eval.root")
+    return fmt
+
+
+def _text_sampling(cfg: DictConfig) -> int:
+    """Batch and sampler keys; returns the global batch size."""
     batch = _int(cfg, "data.batch_size")
     _alpha(cfg)
     mode = _get(cfg, "data.sampler.cross_mode", "batch")
@@ -128,6 +143,10 @@ def validate_config(cfg: DictConfig) -> None:
     _int(cfg, "data.hard_negatives", lo=0)
     _int(cfg, "data.eval_batch_size")
     _int(cfg, "data.num_workers", lo=0)
+    return batch
+
+
+def _text_dev_split(cfg: DictConfig, fmt: str) -> None:
     fraction = _get(cfg, "data.dev.fraction")
     if fraction is not None:
         if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 < float(fraction) < 1.0:
@@ -144,9 +163,11 @@ def validate_config(cfg: DictConfig) -> None:
     if validate_on == "dev" and fraction is None:
         raise ConfigError("data.validate_on", validate_on, "needs data.dev.fraction (the held-out share of the training data)")
     _int(cfg, "data.eval.max_questions", allow_none=True)  # 0 is not "the full benchmark": null is
-    chunk = _int(cfg, "model.grad_cache.chunk_size", allow_none=True)  # 0 is not "off": null is
-    if chunk is not None and chunk > batch:
-        raise ConfigError("model.grad_cache.chunk_size", chunk, f"expected <= data.batch_size ({batch}) or null")
+
+
+def _trainer(cfg: DictConfig, batch: int) -> None:
+    """The training core's and the Trainer's keys."""
+    _training_core(cfg, batch)
     _int(cfg, "model.grad_cache.bucket_size", allow_none=True)
     precision = str(_get(cfg, "trainer.precision", "32-true"))
     if precision in ("16", "16-mixed", "fp16"):
@@ -160,6 +181,9 @@ def validate_config(cfg: DictConfig) -> None:
     devices = _get(cfg, "trainer.devices", 1)
     if isinstance(devices, int) and devices > 0 and batch % devices:
         raise ConfigError("data.batch_size", batch, f"global batch must be divisible by trainer.devices={devices}")
+
+
+def _text_model(cfg: DictConfig) -> None:
     _int(cfg, "model.encoder.max_length", lo=8)
     train_layers = _int(cfg, "model.encoder.train_layers", allow_none=True)
     prefix_cache = _get(cfg, "model.encoder.prefix_cache", False)
@@ -184,9 +208,6 @@ def validate_config(cfg: DictConfig) -> None:
         if not isinstance(value, bool):
             raise ConfigError(f"model.loss.{flag}", value, "expected true or false")
     _lr(cfg, 1e-5)
-    nonfinite = _get(cfg, "model.nonfinite", "raise")
-    if nonfinite not in NONFINITE_POLICIES:
-        raise ConfigError("model.nonfinite", nonfinite, "expected 'raise' or 'skip'")
     _adhoc_callbacks(cfg)
     _model_name(cfg, "model.encoder.name")
 
@@ -225,6 +246,17 @@ def model_name_problem(name: str) -> str | None:
 IMAGE_TEXT_FORMATS = ("jsonl", "xm3600", "synthetic")
 
 
+def _training_core(cfg: DictConfig, batch: int) -> int | None:
+    """The training core's keys, the same for every task (hybrid_retrieval/models/core.py); returns the chunk size."""
+    chunk = _int(cfg, "model.grad_cache.chunk_size", allow_none=True)  # 0 is not "off": null is
+    if chunk is not None and chunk > batch:
+        raise ConfigError("model.grad_cache.chunk_size", chunk, f"expected <= data.batch_size ({batch}) or null")
+    nonfinite = _get(cfg, "model.nonfinite", "raise")
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ConfigError("model.nonfinite", nonfinite, "expected 'raise' or 'skip'")
+    return chunk
+
+
 def _validate_image_text(cfg: DictConfig) -> None:
     """The image–text experiment's keys (``conf/data/image_text.yaml``, ``conf/model/image_text.yaml``)."""
     for side in ("train", "eval"):
@@ -237,8 +269,20 @@ def _validate_image_text(cfg: DictConfig) -> None:
                 raise ConfigError(f"data.{side}.path", path, "expected an existing image–caption JSONL (or XM3600 folder)")
         else:
             _int(cfg, f"data.{side}.renderings")
-    _int(cfg, "data.batch_size", lo=2)
+    batch = _int(cfg, "data.batch_size", lo=2)
     _int(cfg, "data.image_size", lo=8)
+    chunk = _training_core(cfg, batch)
+    tower = _get(cfg, "model.encoder.image_tower.name")
+    norm = _get(cfg, "model.encoder.image_tower.norm", "batch")
+    if tower == SMALL_CNN and norm not in SMALL_CNN_NORMS:
+        raise ConfigError("model.encoder.image_tower.norm", norm, f"expected one of {', '.join(SMALL_CNN_NORMS)}")
+    if chunk is not None and tower == SMALL_CNN and norm == "batch" and not _get(cfg, "model.encoder.lock_image", False):
+        raise ConfigError(
+            "model.grad_cache.chunk_size",
+            chunk,
+            "gradient caching needs a tower that treats images independently: model.encoder.image_tower.norm=group "
+            "(BatchNorm's statistics would differ per chunk), or null",
+        )
     _alpha(cfg)
     mode = _get(cfg, "data.sampler.cross_mode", "example")
     if mode != "example":

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_retrieval import sweeps
-from hybrid_retrieval.callbacks import CollectsEmbeddings, ImageTextEvaluator, LareqaEvaluator
+from hybrid_retrieval.callbacks import EmbeddingEvaluator
 from hybrid_retrieval.cli import exit_on_user_error, install_hydra_error_handler, remove_unused_run_dir, user_message
 from hybrid_retrieval.config_check import validate_config
 from hybrid_retrieval.errors import ConfigError
@@ -95,44 +95,51 @@ def train(cfg: DictConfig) -> float | None:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     value = metrics.get(cfg.optimized_metric)
     if trainer.is_global_zero:
-        best = best_checkpoint_callback(trainer)
-        ckpt = best.best_model_path if best is not None else ""
-        if not ckpt and (out_dir / "checkpoints" / "last.ckpt").exists():  # no best-model copy: the resume checkpoint
-            ckpt = str((out_dir / "checkpoints" / "last.ckpt").resolve())
-        summary = {
-            "optimized_metric": cfg.optimized_metric,
-            "value": value,
-            "wall_time_s": round(time.perf_counter() - start, 1),  # this process only: a resumed job's earlier part is not in it
-            "global_step": trainer.global_step,
-            "resumed_from_step": getattr(model, "resumed_from_step", None),
-            "best_checkpoint": ckpt,
-            "skipped_batches": getattr(model, "skipped_batches", 0),
-            "metrics": metrics,
-        }
-        (out_dir / "final_metrics.json").write_text(json.dumps(summary, indent=1))
-        record = job_record(cfg, key, model, datamodule, trainer, metrics, started, summary["wall_time_s"], commit)
-        for path in sweeps.record_paths(cfg, key):
-            sweeps.write_json_atomic(path, record)
-        if cfg.get("results_dir") and (out_dir / "checkpoints").exists() and _is_multirun():
-            shutil.rmtree(out_dir / "checkpoints")  # the job is finished: its resume checkpoint is no longer needed
-        groups = ("mono", "cross", "multi", "t2i", "i2t", "caption", "clipscore")
-        macro = {
-            k: v
-            for k, v in metrics.items()
-            if (k.count("/") == 2 and k.split("/")[1] in groups and not k.split("/")[2].startswith("mean_rank"))
-            or k.endswith("/clipscore")
-            or (k.count("/") == 3 and k.split("/")[1] == "caption" and k.split("/")[2] in ("mono", "cross"))
-        }
-        print("\n=== hybrid_retrieval: run finished ===")
-        for k in sorted(macro):
-            print(f"  {k:<28} {macro[k]:.4f}")
-        for c in trainer.callbacks:
-            if isinstance(c, ImageTextEvaluator) and c.last is not None:
-                print(c.last.table())  # per language: recall both ways, CLIPScore, rank in the multilingual pool
-        print(f"  wall time                    {summary['wall_time_s']:.1f} s ({trainer.global_step} steps)")
-        print(f"  run directory                {out_dir}")
-        print(f"  checkpoint                   {ckpt or '(none)'}")
+        wall = round(time.perf_counter() - start, 1)  # this process only: a resumed job's earlier part is not in it
+        summary = write_results(cfg, key, model, datamodule, trainer, metrics, started, wall, commit)
+        print_summary(trainer, summary, out_dir)
     return value
+
+
+def write_results(cfg, key, model, datamodule, trainer, metrics, started, wall_time_s, commit) -> dict:
+    """``final_metrics.json`` in the run directory and the job record (``results_dir``, a sweep's records)."""
+    out_dir = Path(cfg.paths.output_dir)
+    best = best_checkpoint_callback(trainer)
+    ckpt = best.best_model_path if best is not None else ""
+    if not ckpt and (out_dir / "checkpoints" / "last.ckpt").exists():  # no best-model copy: the resume checkpoint
+        ckpt = str((out_dir / "checkpoints" / "last.ckpt").resolve())
+    summary = {
+        "optimized_metric": cfg.optimized_metric,
+        "value": metrics.get(cfg.optimized_metric),
+        "wall_time_s": wall_time_s,
+        "global_step": trainer.global_step,
+        "resumed_from_step": getattr(model, "resumed_from_step", None),
+        "best_checkpoint": ckpt,
+        "skipped_batches": getattr(model, "skipped_batches", 0),
+        "metrics": metrics,
+    }
+    (out_dir / "final_metrics.json").write_text(json.dumps(summary, indent=1))
+    record = job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time_s, commit)
+    for path in sweeps.record_paths(cfg, key):
+        sweeps.write_json_atomic(path, record)
+    if cfg.get("results_dir") and (out_dir / "checkpoints").exists() and _is_multirun():
+        shutil.rmtree(out_dir / "checkpoints")  # the job is finished: its resume checkpoint is no longer needed
+    return summary
+
+
+def print_summary(trainer, summary: dict, out_dir: Path) -> None:
+    """The console's end of a run: each evaluator's headline numbers and table, time, where things are."""
+    evaluators = [c for c in trainer.callbacks if isinstance(c, EmbeddingEvaluator)]
+    headline = {k: v for c in evaluators for k, v in c.headline(summary["metrics"]).items()}
+    print("\n=== hybrid_retrieval: run finished ===")
+    for k in sorted(headline):
+        print(f"  {k:<28} {headline[k]:.4f}")
+    for table in (c.summary_table() for c in evaluators):
+        if table:
+            print(table)
+    print(f"  wall time                    {summary['wall_time_s']:.1f} s ({trainer.global_step} steps)")
+    print(f"  run directory                {out_dir}")
+    print(f"  checkpoint                   {summary['best_checkpoint'] or '(none)'}")
 
 
 def best_checkpoint_callback(trainer) -> ModelCheckpoint | None:
@@ -145,7 +152,7 @@ def evaluate_the_end(trainer, model, datamodule) -> None:
     """Every run ends evaluated: a fit that stopped without an evaluation at its last step (``max_steps`` mid-epoch, a
     time limit, early stopping) is evaluated once more now, on every rank (the gather needs them all); with a
     best-model checkpoint configured, the final weights are saved and become the best when their score is."""
-    evaluators = [c for c in trainer.callbacks if isinstance(c, CollectsEmbeddings)]
+    evaluators = [c for c in trainer.callbacks if isinstance(c, EmbeddingEvaluator)]
     if not evaluators or trainer.global_step == 0 or any(c.evaluated_step == trainer.global_step for c in evaluators):
         return
     if trainer.is_global_zero:
@@ -177,14 +184,7 @@ def define_wandb_summaries(loggers) -> None:
 def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time_s, commit) -> dict:
     """What this job really was and did, next to its metrics (one small JSON, meant to be committed)."""
 
-    result = next((c.last for c in trainer.callbacks if isinstance(c, LareqaEvaluator)), None)
-    pairs = {}
-    if result is not None:
-        for i, x in enumerate(result.languages):
-            for j, y in enumerate(result.languages):
-                pairs[f"{x}-{y}"] = {m: float(result.pair[m][i, j]) for m in ("map", "r@1", "r@10")}
-            pairs[f"{x}-all"] = {m: float(result.multi[m][i]) for m in ("map", "r@1", "r@10", "rank_distance")}
-    corpus = datamodule.corpus
+    evaluator = next((c for c in trainer.callbacks if isinstance(c, EmbeddingEvaluator)), None)
     return {
         "status": "ok",
         "job": key,
@@ -196,8 +196,7 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "machine": sweeps.machine(),
         "train": cfg.data.train.get("name") or _data_label(cfg.data.train),
         "eval": cfg.data.eval.get("name") or _data_label(cfg.data.eval),
-        "eval_questions": len(corpus.q_texts) if corpus is not None else None,
-        "eval_candidates": len(corpus.c_texts) if corpus is not None else None,
+        **datamodule.eval_size_record(),
         "batch_size": int(cfg.data.batch_size),
         "alpha": float(cfg.data.sampler.alpha),
         "seed": cfg.get("seed"),
@@ -211,7 +210,7 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "sampling": datamodule.sampling_record(int(trainer.global_step)),
         **datamodule.split_record(int(trainer.global_step)),
         "metrics": metrics,
-        "pairs": pairs,
+        "pairs": evaluator.pairs_record() if evaluator is not None else {},
         "overrides": _task_overrides(),
     }
 

@@ -74,7 +74,7 @@ def test_the_st_sampler_draws_what_the_lightning_path_draws(tmp_path, alpha, sch
     dm = HybridDataModule(train={"root": str(train)}, eval={"root": str(evald)}, batch_size=4, sampler=options, seed=7,
                           allow_overlap=True)  # fmt: skip
     dm.preflight()
-    ours = dm._make_sampler(0, 1)
+    ours = dm.make_sampler(0, 1)
     data = long_layout_from(train)
     assert len(data) == sum(len(it.views) for it in dm.items) and data.column_names == ["id", "language", "anchor", "positive"]
     theirs = HybridSTBatchSampler(data, batch_size=4, seed=7, world_size=1, **options)
@@ -143,7 +143,7 @@ def test_st_trainer_with_mnrl_trains_on_the_hybrid_batches(tmp_path, tiny_model_
     dm = HybridDataModule(train={"root": str(train)}, eval={"root": str(evald)}, batch_size=4, sampler=options, seed=7,
                           allow_overlap=True)  # fmt: skip
     dm.preflight()
-    want = [[(dm.items[e.item].item_id, e.query_lang, e.passage_lang) for e in b] for b in dm._make_sampler(0, 1)]
+    want = [[(dm.items[e.item].item_id, e.query_lang, e.passage_lang) for e in b] for b in dm.make_sampler(0, 1)]
     got = [[(ids[q], langs[q], langs[p]) for q, p in zip(rows[:4], rows[4:], strict=True)] for rows in seen[:6]]
     assert got == want
     assert "eval_eval-r_multi_map" in trainer.evaluate()  # the trainer prefixes "eval_"

@@ -1,8 +1,8 @@
-"""LightningDataModule: hybrid-sampled training batches and sharded evaluation encoding.
+"""The text task's data module: hybrid-sampled training batches (the shared base,
+:class:`~hybrid_retrieval.data.base.HybridBatchDataModule`) and sharded evaluation encoding.
 
-Training: parallel items (LAReQA or JSONL) are tokenized once; the :class:`HybridBatchSampler`
-draws each (global) batch and this rank keeps its slice. Lightning must not re-shard it, so the
-trainer configs set ``use_distributed_sampler: false``.
+Training: parallel items (LAReQA, JSONL, Parquet, Arrow, aligned files, a hub dataset), tokenized lazily per drawn
+example or once up front (the frozen-prefix cache).
 
 Validation: every question and candidate text of the evaluation benchmark is tokenized once; each
 rank encodes a contiguous, length-sorted shard; :class:`~hybrid_retrieval.callbacks.LareqaEvaluator`
@@ -16,17 +16,17 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hybrid_retrieval.data.base import HybridBatchDataModule
 from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.item_store import HubDataset, ItemStore, build_store
 from hybrid_retrieval.data.lareqa import DevSplit, LareqaDataset, load_lareqa, split_dev, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
-from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, ItemLanguages, sampling_record
+from hybrid_retrieval.data.sampler import Example, ItemLanguages
 from hybrid_retrieval.errors import ConfigError, ZeroShotError
 from hybrid_retrieval.padding import pad_rows
 
@@ -184,7 +184,7 @@ def _to_prefix_rows(encoder, tokenized: list[dict[str, TokenizedView]]) -> list[
     return out
 
 
-class HybridDataModule(L.LightningDataModule):
+class HybridDataModule(HybridBatchDataModule):
     def __init__(
         self,
         train: dict,
@@ -202,11 +202,10 @@ class HybridDataModule(L.LightningDataModule):
         validate_on: str = "eval",
         tokenize: str = "lazy",
     ):
-        super().__init__()
+        super().__init__(batch_size, sampler, seed, num_workers)
         self.train_cfg, self.eval_cfg = dict(train), dict(eval)
-        self.batch_size, self.sampler_cfg = int(batch_size), dict(sampler or {})
         self.hard_negatives, self.with_context = int(hard_negatives), bool(with_context)
-        self.eval_batch_size, self.num_workers, self.seed = int(eval_batch_size), int(num_workers), int(seed)
+        self.eval_batch_size = int(eval_batch_size)
         self.allow_overlap, self.strict = allow_overlap, strict
         self.dev_cfg = dict(dev or {})
         if validate_on not in VALIDATE_ON:
@@ -223,7 +222,6 @@ class HybridDataModule(L.LightningDataModule):
         self.items: list[ParallelItem] | None = None
         self.eval_dataset: LareqaDataset | None = None
         self.corpus: EvalCorpus | None = None
-        self.train_sampler: HybridBatchSampler | None = None
         # Filled by setup(): declared here so every field has one owner and exists from the start.
         self.tokenized: list[dict[str, TokenizedView]] = []  # per item: language -> model rows
         self.eval_ids: list = []  # evaluation rows: questions first, then candidates
@@ -255,7 +253,7 @@ class HybridDataModule(L.LightningDataModule):
             return build_store(source, languages)
         raise ValueError(f"data.train.format={fmt!r}: expected one of {', '.join(TRAIN_FORMATS)}")
 
-    def _item_languages(self):
+    def item_languages(self):
         """What the sampler needs: the store's language matrix, or each item's languages."""
         if isinstance(self.items, ItemStore):
             return self.items.languages_table
@@ -318,11 +316,11 @@ class HybridDataModule(L.LightningDataModule):
             if self.dev_split is not None:
                 self._guard("train_vs_dev", self.dev_split.dev)
             self._check_languages()
-            self._make_sampler(0, 1)  # raises SamplerError if the batches cannot be filled
+            self.make_sampler(0, 1)  # raises SamplerError if the batches cannot be filled
 
     def _check_languages(self) -> None:
         """Training languages the evaluation set lacks are trained on but never scored: say so once."""
-        table = self._item_languages()
+        table = self.item_languages()
         table = table if isinstance(table, ItemLanguages) else ItemLanguages.from_lists(table)
         train_langs = [name for j, name in enumerate(table.names) if table.matrix[:, j].any()]
         target = self.dev_split.dev if self.validate_on == "dev" else self.eval_dataset
@@ -371,24 +369,20 @@ class HybridDataModule(L.LightningDataModule):
         """Tokenize every training text once in setup (the prefix cache needs every text's states up front)?"""
         return self.tokenize == "upfront" or bool(getattr(self.encoder, "prefix_cache", False))
 
-    def _make_sampler(self, rank: int, world: int) -> HybridBatchSampler:
-        return HybridBatchSampler(
-            self._item_languages(),
-            batch_size=self.batch_size,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-            **self.sampler_cfg,
-        )
+    def eval_size_record(self) -> dict:
+        corpus = self.corpus
+        return {
+            "eval_questions": len(corpus.q_texts) if corpus is not None else None,
+            "eval_candidates": len(corpus.c_texts) if corpus is not None else None,
+        }
 
-    def sampling_record(self, steps: int) -> dict:
-        """What the first ``steps`` global batches contain (languages, realised α, in-batch duplicates)."""
+    def positive_key(self):
         items = self.items
 
-        def positive_key(item: int, lang: str) -> str:
+        def positive_text(item: int, lang: str) -> str:
             return items[item].views[lang].positive
 
-        return sampling_record(self._make_sampler(0, 1), steps, positive_key)
+        return positive_text
 
     def split_record(self, steps: int) -> dict:
         """What was trained on and validated on: the dev split (if any), the guard's overlap counts, and the
@@ -402,33 +396,11 @@ class HybridDataModule(L.LightningDataModule):
             "passes": round(steps * self.batch_size / n, 4) if n else None,
         }
 
-    def train_batches_per_epoch(self, world_size: int = 1) -> int:
-        """Steps per epoch, without building a DataLoader (the LR schedule needs it before a resume)."""
-        return len(self._make_sampler(0, world_size))
+    def train_dataset(self):
+        return PairDataset(self.tokenized) if self._upfront() else LazyPairDataset(self.items, self.encoder.token_ids)
 
-    def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        rank = trainer.global_rank if trainer else 0
-        world = trainer.world_size if trainer else 1
-        self.train_sampler = self._make_sampler(rank, world)
-        if trainer is not None:
-            # Built after a checkpoint restore: start at the restored epoch, and mid-epoch skip the
-            # batches the interrupted run already trained on (exact: batches depend on (seed, epoch) only).
-            self.train_sampler.set_epoch(trainer.current_epoch)
-            # A checkpoint taken at an epoch's last batch restores with the NEXT epoch current and that epoch's
-            # count of batches done: nothing to skip then (skipping emptied the next epoch and ended training).
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if trainer.fit_loop.epoch_loop.restarting and 0 < done < len(self.train_sampler):
-                self.train_sampler.resume(trainer.current_epoch, done)
-                log.info("resuming epoch %d after %d batches", trainer.current_epoch, done)
-        pad = self.encoder.tokenizer.pad_token_id or 0
-        return DataLoader(
-            PairDataset(self.tokenized) if self._upfront() else LazyPairDataset(self.items, self.encoder.token_ids),
-            batch_sampler=self.train_sampler,
-            collate_fn=PairCollator(pad, self.hard_negatives),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+    def train_collator(self) -> PairCollator:
+        return PairCollator(self.encoder.tokenizer.pad_token_id or 0, self.hard_negatives)
 
     def val_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0

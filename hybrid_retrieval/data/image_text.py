@@ -26,14 +26,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
 from hybrid_retrieval.atomic import atomic_directory
-from hybrid_retrieval.data.sampler import Example, HybridBatchSampler, ItemLanguages, sampling_record
+from hybrid_retrieval.data.base import HybridBatchDataModule
+from hybrid_retrieval.data.sampler import Example, ItemLanguages
 from hybrid_retrieval.errors import DataFormatError, ZeroShotError
 from hybrid_retrieval.paths import cache_root
 
@@ -307,13 +307,15 @@ class _EvalImages(Dataset):
         return i, load_image(self.items[i].image, self.items[i].item_id)
 
 
-class ImageTextDataModule(L.LightningDataModule):
+class ImageTextDataModule(HybridBatchDataModule):
     """Hybrid batching over image–caption data; evaluation images and captions for :class:`ImageTextEvaluator`.
 
     ``train`` / ``eval``: ``{format: jsonl|xm3600|synthetic, path, languages, renderings, seed, image_size}``.
     The synthetic set is generated into the cache on first use. Batches are built as in the text study
     (stratified α, per-example caption languages in mixed batches) and sharded by rank (not by Lightning).
     """
+
+    dataset_follows_epoch = True  # the caption drawn for an image changes with the epoch (ImageTextTrainSet.epoch)
 
     def __init__(
         self,
@@ -329,17 +331,16 @@ class ImageTextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ):
-        super().__init__()
+        super().__init__(batch_size, sampler, seed, num_workers)
         self.train_cfg, self.eval_cfg = dict(train), dict(eval)
-        self.batch_size, self.languages = int(batch_size), list(languages) if languages else None
-        self.sampler_cfg = dict(sampler or {})
+        self.languages = list(languages) if languages else None
         self.text_pairs, self.image_size, self.allow_overlap = bool(text_pairs), int(image_size), bool(allow_overlap)
-        self.eval_batch_size, self.num_workers, self.seed = int(eval_batch_size), int(num_workers), int(seed)
+        self.eval_batch_size = int(eval_batch_size)
         self.preprocess: Callable = lambda ims: simple_preprocess(ims, self.image_size)
         self.train_items: list[ImageCaptionItem] | None = None
         self.eval_items: list[ImageCaptionItem] | None = None
-        self.train_sampler: HybridBatchSampler | None = None
-        self.corpus = None  # the text study's LAReQA corpus; none here
+        self.train_set: ImageTextTrainSet | None = None
+        self._languages: ItemLanguages | None = None
 
     # -- data
     def _read(self, cfg: dict) -> list[ImageCaptionItem]:
@@ -374,24 +375,23 @@ class ImageTextDataModule(L.LightningDataModule):
                 f"{len(shared)} image file(s) are in both the training and the evaluation data (e.g. {example}); "
                 "use disjoint sets or data.allow_overlap=true"
             )
-        self._build_sampler(rank=0, world_size=1)
+        self._languages = ItemLanguages.from_lists([it.languages for it in self.train_items])
+        self.make_sampler(0, 1)  # raises SamplerError if the batches cannot be filled
 
-    def _build_sampler(self, rank: int, world_size: int) -> None:
+    def item_languages(self) -> ItemLanguages:
+        return self._languages
+
+    def sampler_options(self) -> dict:
         cfg = {"alpha": 0.5, "cross_mode": "example", "alpha_schedule": "stratified", **self.sampler_cfg}
-        self.train_sampler = HybridBatchSampler(
-            ItemLanguages.from_lists([it.languages for it in self.train_items]),
-            self.batch_size,
-            alpha=float(cfg["alpha"]),
-            languages=self.languages,
-            cross_mode=cfg["cross_mode"],
-            language_temperature=float(cfg.get("language_temperature", 0.0)),
-            batches_per_epoch=cfg.get("batches_per_epoch"),
-            alpha_schedule=cfg["alpha_schedule"],
-            min_pool=cfg.get("min_pool"),
-            seed=self.seed,
-            rank=rank,
-            world_size=world_size,
-        )
+        return {
+            "alpha": float(cfg["alpha"]),
+            "languages": self.languages,
+            "cross_mode": cfg["cross_mode"],
+            "language_temperature": float(cfg.get("language_temperature", 0.0)),
+            "batches_per_epoch": cfg.get("batches_per_epoch"),
+            "alpha_schedule": cfg["alpha_schedule"],
+            "min_pool": cfg.get("min_pool"),
+        }
 
     def attach_encoder(self, model) -> None:
         """The model's own image preprocessing (its image processor, or resize + scale for the small CNN)."""
@@ -400,26 +400,22 @@ class ImageTextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_items is None:
             self.preflight()
-        trainer = getattr(self, "trainer", None)
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        if world > 1 or self.train_sampler is None:
-            self._build_sampler(rank, world)
-        self.train_set = ImageTextTrainSet(self.train_items, self.seed)
+        if self.train_set is None:
+            self.train_set = ImageTextTrainSet(self.train_items, self.seed)
 
-    def train_batches_per_epoch(self, world_size: int = 1) -> int:
-        return len(self.train_sampler)
+    def skip_image_decoding(self) -> None:
+        """A locked image tower has cached every training image's features: batches need no pixels."""
+        self.train_set.decode_images = False
 
     def set_epoch(self, epoch: int) -> None:
-        self.train_sampler.set_epoch(epoch)
+        super().set_epoch(epoch)
         self.train_set.epoch = epoch
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_sampler=self.train_sampler,
-            collate_fn=ImageTextCollator(self.preprocess),
-            num_workers=self.num_workers,
-        )
+    def train_dataset(self) -> ImageTextTrainSet:
+        return self.train_set
+
+    def train_collator(self) -> ImageTextCollator:
+        return ImageTextCollator(self.preprocess)
 
     def val_dataloader(self) -> DataLoader:
         def collate(rows):
@@ -439,9 +435,6 @@ class ImageTextDataModule(L.LightningDataModule):
         return texts, owner, langs
 
     # -- records
-    def sampling_record(self, steps: int) -> dict:
-        return sampling_record(self.train_sampler, steps)
-
     def split_record(self, steps: int) -> dict:
         pairs = steps * self.batch_size
         return {

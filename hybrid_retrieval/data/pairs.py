@@ -90,6 +90,19 @@ def load_jsonl_items(path: str | Path, languages: list[str] | None = None) -> li
     return items
 
 
+def _view(path: Path, where: str, v) -> View:
+    """One language's ``{query, positive, negatives}`` of a JSONL item, checked (every language is, kept or not)."""
+    if not isinstance(v, dict):
+        raise DataFormatError(path, where, "an object with query and positive")
+    for key in ("query", "positive"):
+        if not isinstance(v.get(key), str) or not v[key].strip():
+            raise DataFormatError(path, f"{where}.{key}", "a non-empty string")
+    negs = v.get("negatives", [])
+    if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
+        raise DataFormatError(path, f"{where}.negatives", "a list of strings")
+    return View(v["query"], v["positive"], tuple(negs))
+
+
 def iter_jsonl_items(path: str | Path, languages: list[str] | None = None) -> Iterator[ParallelItem]:
     """The items of a parallel JSONL file, one at a time, validated as :func:`load_jsonl_items` describes."""
     path = Path(path)
@@ -118,18 +131,7 @@ def iter_jsonl_items(path: str | Path, languages: list[str] | None = None) -> It
             langs = obj.get("langs")
             if not isinstance(langs, dict) or not langs:
                 raise DataFormatError(path, f"{where} (id {item_id})", 'a non-empty "langs" object {lang: {query, positive}}')
-            views = {}
-            for lang, v in langs.items():
-                field_where = f"{where} (id {item_id}).langs.{lang}"
-                if not isinstance(v, dict):
-                    raise DataFormatError(path, field_where, "an object with query and positive")
-                for key in ("query", "positive"):
-                    if not isinstance(v.get(key), str) or not v[key].strip():
-                        raise DataFormatError(path, f"{field_where}.{key}", "a non-empty string")
-                negs = v.get("negatives", [])
-                if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
-                    raise DataFormatError(path, f"{field_where}.negatives", "a list of strings")
-                if languages is None or lang in languages:
-                    views[lang] = View(v["query"], v["positive"], tuple(negs))
+            views = {lang: _view(path, f"{where} (id {item_id}).langs.{lang}", v) for lang, v in langs.items()}
+            views = {lang: v for lang, v in views.items() if languages is None or lang in languages}
             if views:
                 yield ParallelItem(item_id, views, str(obj.get("title", "")))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -27,12 +26,13 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 
 from hybrid_retrieval.data.image_text import load_image, simple_preprocess
-from hybrid_retrieval.models.distributed import average_gradients
+from hybrid_retrieval.models.core import ContrastiveModule
 from hybrid_retrieval.models.encoder import DualEncoder, from_pretrained_or_explain
+from hybrid_retrieval.models.grad_cache import Side
 from hybrid_retrieval.models.loss import InfoNCELoss
-from hybrid_retrieval.models.module import optimizer_with_schedule
 
 SMALL_CNN = "small_cnn"
+SMALL_CNN_NORMS = ("batch", "group", "none")
 
 
 def _from_pretrained(loader, key: str, name: str, **kwargs):
@@ -40,15 +40,21 @@ def _from_pretrained(loader, key: str, name: str, **kwargs):
 
 
 class SmallConvNet(nn.Module):
-    """Three conv blocks and a linear layer over the flattened map (positions matter, so no global pooling)."""
+    """Three conv blocks and a linear layer over the flattened map (positions matter, so no global pooling).
 
-    def __init__(self, image_size: int = 32, width: int = 32, out_dim: int = 256):
+    ``norm``: ``batch`` (BatchNorm: statistics over the batch, so gradient caching cannot chunk it), ``group``
+    (GroupNorm, 8 groups: each image on its own) or ``none``."""
+
+    def __init__(self, image_size: int = 32, width: int = 32, out_dim: int = 256, norm: str = "batch"):
         super().__init__()
         if image_size % 8:
             raise ValueError(f"image_size={image_size}: expected a multiple of 8 for the small CNN")
+        if norm not in SMALL_CNN_NORMS:
+            raise ValueError(f"model.encoder.image_tower.norm={norm!r}: expected one of {', '.join(SMALL_CNN_NORMS)}")
         layers, c = [], 3
         for w in (width, 2 * width, 4 * width):
-            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
+            layer = {"batch": lambda w=w: nn.BatchNorm2d(w), "group": lambda w=w: nn.GroupNorm(8, w), "none": nn.Identity}
+            layers += [nn.Conv2d(c, w, 3, padding=1), layer[norm](), nn.ReLU(), nn.MaxPool2d(2)]
             c = w
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c * (image_size // 8) ** 2, out_dim)
@@ -61,12 +67,12 @@ class SmallConvNet(nn.Module):
 class ImageTower(nn.Module):
     """``name``: ``small_cnn``, a vision model, or a whole CLIP / SigLIP checkpoint (name or local path)."""
 
-    def __init__(self, name: str = SMALL_CNN, image_size: int = 32, width: int = 32, out_dim: int = 256):
+    def __init__(self, name: str = SMALL_CNN, image_size: int = 32, width: int = 32, out_dim: int = 256, norm: str = "batch"):
         super().__init__()
         self.name, self.image_size = name, int(image_size)
         self.processor = None
         if name == SMALL_CNN:
-            self.model = SmallConvNet(image_size, width, out_dim)
+            self.model = SmallConvNet(image_size, width, out_dim, norm)
             self.out_dim = out_dim
             return
         self.model = _from_pretrained(AutoModel, "model.image_tower.name", name)
@@ -237,6 +243,11 @@ class ImageTextEncoder(nn.Module):
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.image_tower.preprocess(images)
 
+    def trains_batch_norm(self) -> bool:
+        """Does a trained tower normalise over the batch (BatchNorm)? Then chunked encoding changes the outputs."""
+        towers = [t for t, locked in ((self.image_tower, self.lock_image), (self.text_tower, self.lock_text)) if not locked]
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for t in towers for m in t.modules())
+
     def _tower_out(self, kind: str, tower: Callable, inputs, keys: Sequence | None, locked: bool) -> torch.Tensor:
         if not locked:
             return tower(inputs)
@@ -264,11 +275,10 @@ class ImageTextEncoder(nn.Module):
         return F.normalize(self.text_proj(feats.float()), dim=-1)  # (B, dim)
 
 
-class ImageTextModule(L.LightningModule):
-    """Symmetric InfoNCE over (caption, image) pairs of a hybrid batch (+ optional caption→caption pairs).
-
-    One backward per step, then gradients averaged across ranks (as the text module does; its DDP exactness is
-    tested for the text module only). No gradient caching here: image–text batches are sized to memory."""
+class ImageTextModule(ContrastiveModule):
+    """Symmetric InfoNCE over (caption, image) pairs of a hybrid batch (+ optional caption→caption pairs), trained
+    by the shared core (gradient caching, gathered negatives, the non-finite policy, exact resume): this class says
+    only how a batch becomes image and caption sides and their loss, and how evaluation images are embedded."""
 
     def __init__(
         self,
@@ -279,77 +289,74 @@ class ImageTextModule(L.LightningModule):
         text_pair_weight: float = 0.0,
         warmup_ratio: float = 0.1,
         gradient_clip_val: float | None = 1.0,
+        grad_cache: dict | None = None,
+        nonfinite: str = "raise",
     ):
-        super().__init__()
-        self.automatic_optimization = False
-        self.encoder, self.loss_fn = encoder, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.text_pair_weight, self.warmup_ratio = float(text_pair_weight), float(warmup_ratio)
-        self.gradient_clip_val = gradient_clip_val
-        self.skipped_batches = 0
-        self.resumed_from_step: int | None = None  # the checkpoint's step when fit resumed one (job records say so)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.resumed_from_step = int(checkpoint.get("global_step", 0))
-
-    def on_train_epoch_start(self) -> None:
-        dm = self.trainer.datamodule
-        if dm is not None and hasattr(dm, "set_epoch"):
-            dm.set_epoch(self.current_epoch)
+        super().__init__(encoder, loss, optimizer, scheduler, grad_cache, gradient_clip_val, nonfinite, warmup_ratio)
+        self.text_pair_weight = float(text_pair_weight)
+        if self.chunk_size and encoder.trains_batch_norm():
+            raise ValueError(
+                f"model.grad_cache.chunk_size={self.chunk_size}: gradient caching needs encoders that treat rows "
+                "independently, but the trained image tower has BatchNorm (its statistics would differ per chunk); "
+                "use model.encoder.image_tower.norm=group, or lock the image tower"
+            )
 
     @torch.no_grad()
     def on_fit_start(self) -> None:
         """A locked image tower: every training image's features once, up front (then batches skip decoding)."""
         dm = self.trainer.datamodule
-        if not self.encoder.lock_image or dm is None or not hasattr(dm, "train_set"):
+        if not self.encoder.lock_image or dm is None or not hasattr(dm, "skip_image_decoding"):
             return
         items, step = dm.train_items, dm.eval_batch_size
         for lo in tqdm(range(0, len(items), step), desc="image features (locked tower)", unit="batch", disable=None):
             chunk = items[lo : lo + step]
             pixels = self.encoder.preprocess([load_image(it.image, it.item_id) for it in chunk]).to(self.device)
             self.encoder.encode_images(pixels, cache_keys=[f"train{lo + j}" for j in range(len(chunk))])
-        dm.train_set.decode_images = False
+        dm.skip_image_decoding()
 
-    def batch_loss(self, batch: dict) -> torch.Tensor:
-        keys = [f"train{int(i)}" for i in batch["index"]]
-        img = self.encoder.encode_images(batch["pixel_values"], cache_keys=keys)  # (B, dim)
-        txt = self.encoder.encode_texts(batch["captions"], cache=True)  # (B, dim)
-        loss = self.loss_fn(txt, img, p_keys=batch["keys"]) if self.loss_fn.mask_duplicates else self.loss_fn(txt, img)
+    # ------------------------------------------------------------------ the core's hooks
+    def _pair_rows(self, batch: dict) -> list[int]:
+        """Rows with a caption in a second language, when caption→caption pairs are trained (weight > 0, ≥ 2 rows)."""
         pairs = [i for i, c in enumerate(batch["pair_captions"]) if c is not None]
-        if self.text_pair_weight > 0 and len(pairs) > 1:
-            other = self.encoder.encode_texts([batch["pair_captions"][i] for i in pairs], cache=True)  # (b, dim)
-            sel = torch.tensor(pairs, device=img.device)
-            k = batch["keys"][sel]
-            pair_loss = self.loss_fn(txt[sel], other, p_keys=k) if self.loss_fn.mask_duplicates else self.loss_fn(txt[sel], other)
-            loss = loss + self.text_pair_weight * pair_loss
+        return pairs if self.text_pair_weight > 0 and len(pairs) > 1 else []
+
+    def sides(self, batch: dict) -> list[Side]:
+        keys = [f"train{int(i)}" for i in batch["index"]]
+        n = len(keys)
+
+        def images(rows) -> torch.Tensor:  # rows = (pixel values (b, 3, H, W) or None, cache keys)
+            return self.encoder.encode_images(rows[0], cache_keys=rows[1])  # (b, dim)
+
+        def captions(texts) -> torch.Tensor:
+            return self.encoder.encode_texts(texts, cache=True)  # (b, dim)
+
+        out = [
+            Side(images, (batch["pixel_values"], keys), n, self.device),
+            Side(captions, list(batch["captions"]), n, self.device),
+        ]
+        pairs = self._pair_rows(batch)
+        if pairs:
+            out.append(Side(captions, [batch["pair_captions"][i] for i in pairs], len(pairs), self.device))
+        return out
+
+    def _nce(self, queries: torch.Tensor, candidates: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return (
+            self.loss_fn(queries, candidates, p_keys=keys) if self.loss_fn.mask_duplicates else self.loss_fn(queries, candidates)
+        )
+
+    def batch_loss(self, batch: dict, img: torch.Tensor, txt: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        # img (B, dim), txt (B, dim) captions; other (b, dim): the second-language captions of the pair rows
+        loss = self._nce(txt, img, batch["keys"])
+        if other is not None:
+            sel = torch.tensor(self._pair_rows(batch), device=img.device)
+            loss = loss + self.text_pair_weight * self._nce(txt[sel], other, batch["keys"][sel])
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        ddp = self.trainer.model if self._trainer is not None else None
-        if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
-            ddp.require_backward_grad_sync = False
-        loss = self.batch_loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite image–text loss at step {self.global_step} (batch {batch_idx})")
-        self.manual_backward(loss)
-        average_gradients(self.parameters())
-        if self.gradient_clip_val:
-            self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
-        opt.step()
-        sch = self.lr_schedulers()
-        if sch is not None:
-            sch.step()
-        langs = batch["caption_langs"]
-        n = len(langs)
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
-        self.log("train/temperature", 1.0 / self.loss_fn.scale.detach(), batch_size=n)
-        self.log("train/mono_batch", float(len(set(langs)) == 1), batch_size=n)
-        return loss
+    def batch_languages(self, batch: dict) -> dict[str, list[str]]:
+        return {"caption langs": batch["caption_langs"]}
 
-    def configure_optimizers(self):
-        return optimizer_with_schedule(self, self.optimizer_factory, self.scheduler_factory, self.warmup_ratio)
+    def is_monolingual(self, batch: dict) -> bool:
+        return len(set(batch["caption_langs"])) == 1
 
     def validation_step(self, batch, batch_idx: int):
         """(image indices (b,), image embeddings (b, dim)) on the CPU for :class:`ImageTextEvaluator`."""

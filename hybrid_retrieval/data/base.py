@@ -1,0 +1,106 @@
+"""What every task's data module shares: hybrid-batch sampling of training items, its exact resume, and the
+sampling record. A task (text: :class:`~hybrid_retrieval.data.datamodule.HybridDataModule`; image–text:
+:class:`~hybrid_retrieval.data.image_text.ImageTextDataModule`) supplies its items' languages, its dataset and
+collator, and its evaluation side.
+
+Batches are drawn by :class:`~hybrid_retrieval.data.sampler.HybridBatchSampler` for the GLOBAL batch, and each rank
+keeps its slice; Lightning must not re-shard them (the trainer configs set ``use_distributed_sampler: false``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from hybrid_retrieval.data.sampler import HybridBatchSampler, ItemLanguages, sampling_record
+
+log = logging.getLogger(__name__)
+
+
+class HybridBatchDataModule(L.LightningDataModule):
+    """Training batches from a :class:`HybridBatchSampler`; subclasses implement :meth:`item_languages`,
+    :meth:`train_dataset` and :meth:`train_collator` (and may widen :meth:`sampler_options`, :meth:`set_epoch`)."""
+
+    #: True when the training dataset's rows depend on the epoch (set by :meth:`set_epoch`): loader workers must
+    #: then be made afresh each epoch, as persistent workers would keep the first epoch's copy.
+    dataset_follows_epoch = False
+
+    def __init__(self, batch_size: int, sampler: dict | None, seed: int, num_workers: int):
+        super().__init__()
+        self.batch_size, self.sampler_cfg = int(batch_size), dict(sampler or {})
+        self.seed, self.num_workers = int(seed), int(num_workers)
+        self.train_sampler: HybridBatchSampler | None = None  # this rank's, made by train_dataloader
+
+    # ------------------------------------------------------------------ task hooks
+    def item_languages(self) -> ItemLanguages | list[list[str]]:
+        """Each training item's languages (what the sampler draws from)."""
+        raise NotImplementedError
+
+    def sampler_options(self) -> dict:
+        """Keyword arguments of the sampler beyond items, batch size, seed and rank (``data.sampler``)."""
+        return dict(self.sampler_cfg)
+
+    def train_dataset(self) -> Dataset:
+        """Indexed by :class:`~hybrid_retrieval.data.sampler.Example`."""
+        raise NotImplementedError
+
+    def train_collator(self) -> Callable:
+        raise NotImplementedError
+
+    def eval_size_record(self) -> dict:
+        """The job record's counts of evaluation questions and candidates (None: the task has no such corpus)."""
+        return {"eval_questions": None, "eval_candidates": None}
+
+    def positive_key(self) -> Callable[[int, str], Hashable] | None:
+        """``(item, passage language) -> the positive's text``, for the sampling record's in-batch duplicates."""
+        return None
+
+    # ------------------------------------------------------------------ sampling
+    def make_sampler(self, rank: int = 0, world_size: int = 1) -> HybridBatchSampler:
+        return HybridBatchSampler(
+            self.item_languages(),
+            batch_size=self.batch_size,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            **self.sampler_options(),
+        )
+
+    def train_batches_per_epoch(self, world_size: int = 1) -> int:
+        """Steps per epoch, without building a DataLoader (the LR schedule needs it before a resume)."""
+        return len(self.make_sampler(0, world_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the training core at each epoch's start (Lightning never calls a batch sampler's set_epoch)."""
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(epoch)
+
+    def sampling_record(self, steps: int) -> dict:
+        """What the first ``steps`` global batches contain (languages, realised α, in-batch duplicates)."""
+        return sampling_record(self.make_sampler(0, 1), steps, self.positive_key())
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        rank = trainer.global_rank if trainer else 0
+        world = trainer.world_size if trainer else 1
+        self.train_sampler = self.make_sampler(rank, world)
+        if trainer is not None:
+            # Built after a checkpoint restore: start at the restored epoch, and mid-epoch skip the
+            # batches the interrupted run already trained on (exact: batches depend on (seed, epoch) only).
+            self.set_epoch(trainer.current_epoch)
+            # A checkpoint taken at an epoch's last batch restores with the NEXT epoch current and that epoch's
+            # count of batches done: nothing to skip then (skipping emptied the next epoch and ended training).
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if trainer.fit_loop.epoch_loop.restarting and 0 < done < len(self.train_sampler):
+                self.train_sampler.resume(trainer.current_epoch, done)
+                log.info("resuming epoch %d after %d batches", trainer.current_epoch, done)
+        return DataLoader(
+            self.train_dataset(),
+            batch_sampler=self.train_sampler,
+            collate_fn=self.train_collator(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0 and not self.dataset_follows_epoch,
+        )
