@@ -59,9 +59,9 @@ def _peak_mb() -> float:
 
 def child(mode: str, path: str, cache: str) -> dict:
     """One measurement in this (fresh) process."""
+    from hybrid_retrieval.common.offline_model import ensure_offline_model
     from hybrid_retrieval.data.sampler import HybridBatchSampler
     from hybrid_retrieval.models.encoder import load_tokenizer
-    from hybrid_retrieval.offline_model import ensure_offline_model
 
     tok = load_tokenizer(str(ensure_offline_model()))
     base_mb = _peak_mb()
@@ -175,9 +175,9 @@ def corpus_child(n: int, out: str, resume: bool = False) -> dict:
     import torch
     from transformers import BertConfig, BertModel
 
+    from hybrid_retrieval.common.offline_model import ensure_offline_model, write_tokenizer
     from hybrid_retrieval.evaluation.shards import encode_to_shards
     from hybrid_retrieval.models.encoder import DualEncoder, load_tokenizer
-    from hybrid_retrieval.offline_model import ensure_offline_model, write_tokenizer
 
     tiny = Path(out) / "tiny-model"
     if not tiny.exists():

@@ -74,8 +74,8 @@ class Setting:
 
     def step(self, batch) -> float:
         """Seconds for collation + one training step (forward, backward, optimizer)."""
+        from hybrid_retrieval.common.padding import pad_rows
         from hybrid_retrieval.models.grad_cache import contrastive_backward
-        from hybrid_retrieval.padding import pad_rows
 
         t0 = time.perf_counter()
         pad = self.enc.tokenizer.pad_token_id

@@ -31,10 +31,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hybrid_retrieval.common.offline_model import write_tokenizer  # noqa: E402
 from hybrid_retrieval.models.encoder import DualEncoder, load_tokenizer  # noqa: E402
 from hybrid_retrieval.models.grad_cache import contrastive_backward  # noqa: E402
 from hybrid_retrieval.models.loss import InfoNCELoss  # noqa: E402
-from hybrid_retrieval.offline_model import write_tokenizer  # noqa: E402
 
 
 def model_config(name: str, tiny: bool):

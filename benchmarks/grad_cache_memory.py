@@ -26,12 +26,12 @@ def worker(args) -> None:
     import numpy as np
     import torch
 
+    from hybrid_retrieval.common.padding import pad_batch
     from hybrid_retrieval.data.lareqa import load_lareqa
     from hybrid_retrieval.data.pairs import items_from_lareqa
     from hybrid_retrieval.models.encoder import DualEncoder
     from hybrid_retrieval.models.grad_cache import contrastive_backward
     from hybrid_retrieval.models.loss import InfoNCELoss
-    from hybrid_retrieval.padding import pad_batch
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)

@@ -72,8 +72,8 @@ class Ours:
         self.cache = cache
 
     def step(self, qs, ps) -> float:
+        from hybrid_retrieval.common.padding import pad_batch
         from hybrid_retrieval.models.grad_cache import contrastive_backward
-        from hybrid_retrieval.padding import pad_batch
 
         pad = self.enc.tokenizer.pad_token_id
         q = pad_batch([self.cache[("query", t)] for t in qs], pad)
@@ -114,7 +114,7 @@ class Theirs:
 
 def profile_phases(ours: Ours, batches, reps: int = 3) -> dict[str, float]:
     """Where our no-cache step spends its time: collate, forward, loss, backward, optimizer (median seconds)."""
-    from hybrid_retrieval.padding import pad_batch
+    from hybrid_retrieval.common.padding import pad_batch
 
     enc, pad = ours.enc, ours.enc.tokenizer.pad_token_id
     phases: dict[str, list[float]] = {k: [] for k in ("collate", "forward", "loss", "backward", "optimizer")}
@@ -246,7 +246,7 @@ def main() -> None:
         enc.eval()
         theirs.model.eval()
         with torch.no_grad():
-            from hybrid_retrieval.padding import pad_batch
+            from hybrid_retrieval.common.padding import pad_batch
 
             pad = enc.tokenizer.pad_token_id
             q = pad_batch([ours.cache[("query", t)] for t in batches[0][0]], pad)

@@ -23,11 +23,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_retrieval.cli import install_hydra_error_handler, remove_unused_run_dir, user_errors
-from hybrid_retrieval.config_check import check_evaluate_config
+from hybrid_retrieval.common.console import install_hydra_error_handler, remove_unused_run_dir, user_errors
+from hybrid_retrieval.common.errors import CheckpointError
+from hybrid_retrieval.common.paths import CONFIG_DIR
+from hybrid_retrieval.common.plots import heatmap
 from hybrid_retrieval.data.beir import load_beir
 from hybrid_retrieval.data.lareqa import load_lareqa, subsample_questions
-from hybrid_retrieval.errors import CheckpointError
 from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.evaluation.lareqa_eval import EvalCorpus, TrecRunWriter, evaluate_embeddings
@@ -35,10 +36,10 @@ from hybrid_retrieval.evaluation.shards import encode_to_shards
 from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint, load_checkpoint_into
 from hybrid_retrieval.models.st_settings import st_encoder_settings
-from hybrid_retrieval.paths import CONFIG_DIR
-from hybrid_retrieval.plots import heatmap
-from hybrid_retrieval.sweeps import register_resolvers
-from hybrid_retrieval.utils import prepare_environment
+from hybrid_retrieval.runs.config_check import check_evaluate_config
+from hybrid_retrieval.runs.session import prepare_environment
+from hybrid_retrieval.runs.sweeps import register_resolvers
+from hybrid_retrieval.tasks.text.evaluators import LareqaEvaluator
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -62,8 +63,7 @@ def write_matrices(out: Path, result, plot: bool = True) -> None:
 
 
 def log_to_wandb(cfg: DictConfig, out: Path, result, summary: dict) -> None:
-    """One W&B run (job_type=eval): macro metrics, the per-pair table and the mAP heatmap."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import (~1 s); only plots need it, after the headless backend is chosen
+    """One W&B run (job_type=eval): macro metrics, and the training evaluator's per-pair table and mAP heatmap."""
     import wandb  # noqa: PLC0415 - slow to import (~2 s) and only needed when W&B logging is on
 
     run = wandb.init(
@@ -74,15 +74,8 @@ def log_to_wandb(cfg: DictConfig, out: Path, result, summary: dict) -> None:
         config=summary["config"],
     )
     try:
-        langs = result.languages
-        metrics = sorted(result.pair)
-        rows = [[x, y, *(float(result.pair[m][i, j]) for m in metrics)] for i, x in enumerate(langs) for j, y in enumerate(langs)]
-        fig = heatmap(result.pair["map"], langs, title=f"{cfg.dataset} mAP (query → candidate language)")
         payload = {f"eval/{k}": v for k, v in summary["macro"].items()}
-        payload["eval/pairs"] = wandb.Table(columns=["query_lang", "cand_lang", *metrics], data=rows)
-        payload["eval/map_heatmap"] = wandb.Image(fig)
-        plt.close(fig)
-        run.log(payload)
+        run.log({**payload, **LareqaEvaluator(prefix="eval").media(wandb, result)})
     finally:
         run.finish()
 

@@ -16,10 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
-from hybrid_retrieval.cli import ArgumentParser, user_errors
-from hybrid_retrieval.config_check import model_name_problem
-from hybrid_retrieval.errors import UserError
+from hybrid_retrieval.common.console import ArgumentParser, user_errors
+from hybrid_retrieval.common.errors import UserError
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
+from hybrid_retrieval.runs.config_check import model_name_problem
 
 
 def check_target(out: Path, force: bool) -> None:

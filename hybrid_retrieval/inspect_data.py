@@ -1,7 +1,13 @@
-"""Inspect training data before spending compute: sampler statistics and the zero-shot guard.
+"""Inspect training data before spending compute: what the sampler would draw, and the zero-shot guard.
 
 python -m hybrid_retrieval.inspect_data --train ../shared/data/mlqa-r --alpha 0 0.5 1 --batch-size 32
 python -m hybrid_retrieval.inspect_data --train ../shared/data/mlqa-r --eval ../shared/data/xquad-r
+python -m hybrid_retrieval.inspect_data --train train.parquet              # any training format train reads
+python -m hybrid_retrieval.inspect_data --train en=mmarco/en.jsonl de=mmarco/de.jsonl   # aligned files
+
+The training data is read exactly as ``train`` reads it (the text data module: LAReQA folders, JSONL, Parquet,
+``save_to_disk`` folders, per-language aligned files, hub datasets with ``--format hub``), and each α is described by
+the sampling record every job record carries (``data.sampler.sampling_record``).
 """
 
 from __future__ import annotations
@@ -9,42 +15,61 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections import Counter
 from pathlib import Path
 
-from hybrid_retrieval.cli import ArgumentParser, user_errors
+import numpy as np
+
+from hybrid_retrieval.common.console import ArgumentParser, user_errors
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.lareqa import load_lareqa
-from hybrid_retrieval.data.pairs import items_from_lareqa, load_jsonl_items
-from hybrid_retrieval.data.sampler import HybridBatchSampler
+from hybrid_retrieval.data.sampler import ItemLanguages
+from hybrid_retrieval.tasks.text.data import TRAIN_FORMATS, TextDataModule
 
 
-def sampler_report(item_langs, batch_size: int, alpha: float, epochs: int, **kw) -> str:
-    s = HybridBatchSampler(item_langs, batch_size, alpha=alpha, **kw)
-    settings, q_langs, p_langs, seen = Counter(), Counter(), Counter(), Counter()
-    n_batches = mono = 0
-    for epoch in range(epochs):
-        s.set_epoch(epoch)
-        for batch in s:
-            n_batches += 1
-            is_mono = batch[0].query_lang == batch[0].passage_lang
-            mono += is_mono
-            for e in batch:
-                settings["mono" if e.query_lang == e.passage_lang else "cross"] += 1
-                q_langs[e.query_lang] += 1
-                p_langs[e.passage_lang] += 1
-                if epoch == 0:
-                    seen[e.item] += 1
+def train_config(train: list[str], fmt: str) -> dict:
+    """``data.train`` for what was given: ``lang=file`` pairs are aligned files; a folder with LAReQA ``*.json``
+    files is a benchmark; another folder a ``save_to_disk`` table; ``.parquet`` Parquet; else JSONL."""
+    if fmt == "auto":
+        path = Path(train[0])
+        if "=" in train[0]:
+            fmt = "aligned"
+        elif path.is_dir():
+            fmt = "lareqa" if any(path.glob("*.json")) and not (path / "dataset_info.json").exists() else "arrow"
+        else:
+            fmt = "parquet" if path.suffix == ".parquet" else "jsonl"
+    if fmt == "aligned":
+        files = dict(x.split("=", 1) for x in train)
+        return {"format": "aligned", "files": files}
+    key = "root" if fmt == "lareqa" else "path"
+    return {"format": fmt, key: train[0], **({"store": False} if fmt == "jsonl" else {})}
+
+
+def describe(record: dict, batch_size: int, alpha: float, epochs: int) -> str:
+    """A few lines of a sampling record (``data.sampler.sampling_record``)."""
+    n, mono = record["batches"], record["mono_batches"]
+    settings = record["example_settings"]
     pairs = sum(settings.values())
+    mono_pairs = sum(v for k, v in settings.items() if k.split("-")[0] == k.split("-")[1])
+    q, p = {}, {}
+    for k, v in settings.items():
+        x, y = k.split("-")
+        q[x], p[y] = q.get(x, 0) + v, p.get(y, 0) + v
     lines = [
-        f"alpha={alpha}: {len(s)} batches/epoch × {batch_size} = {len(s) * batch_size} pairs/epoch; "
-        f"over {epochs} epochs: mono batches {mono}/{n_batches} ({mono / n_batches:.1%}), "
-        f"mono pairs {settings['mono'] / pairs:.1%}, cross pairs {settings['cross'] / pairs:.1%}",
-        "  query languages:   " + ", ".join(f"{k} {v / pairs:.1%}" for k, v in sorted(q_langs.items())),
-        "  passage languages: " + ", ".join(f"{k} {v / pairs:.1%}" for k, v in sorted(p_langs.items())),
-        f"  epoch 0: {len(seen)}/{s.n_items} distinct items seen, max repeats {max(seen.values())}, "
-        f"refilled slots over all epochs {s.stats['refilled']}",
+        f"alpha={alpha}: {n // epochs} batches/epoch × {batch_size} = {n // epochs * batch_size} pairs/epoch; "
+        f"over {epochs} epochs: mono batches {mono}/{n} ({mono / n:.1%}), "
+        f"mono pairs {mono_pairs / pairs:.1%}, cross pairs {1 - mono_pairs / pairs:.1%}",
+        "  query languages:   " + ", ".join(f"{k} {v / pairs:.1%}" for k, v in sorted(q.items())),
+        "  passage languages: " + ", ".join(f"{k} {v / pairs:.1%}" for k, v in sorted(p.items())),
+        f"  {record['distinct_items']} distinct items, {record['distinct_pairs']} distinct (item, query language, passage "
+        f"language) pairs, refilled slots {record['refilled_examples']}",
     ]
+    if "dup_pairs_per_batch" in record:
+        lines.append(
+            f"  in-batch duplicate positives {record['dup_pairs_per_batch']} pairs/batch; "
+            f"distinct negatives per query {record['distinct_negatives_per_query']} (min {record['distinct_negatives_min']})"
+        )
+    if record["excluded"]:
+        lines.append(f"  excluded (fewer items than the batch): {record['excluded']}")
     return "\n".join(lines)
 
 
@@ -52,12 +77,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = ArgumentParser(
         prog="hybrid_retrieval.inspect_data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--train", required=True, help="LAReQA directory or JSONL file of parallel items")
+    ap.add_argument("--train", required=True, nargs="+", help="training data: a LAReQA folder, a file, or lang=file pairs")
+    ap.add_argument("--format", default="auto", choices=["auto", *TRAIN_FORMATS], help="data.train.format (auto: guessed)")
     ap.add_argument("--eval", help="LAReQA directory to check zero-shot overlap against")
     ap.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--cross-mode", default="batch", choices=["batch", "example"])
+    ap.add_argument("--alpha-schedule", default="bernoulli", choices=["bernoulli", "stratified"])
     ap.add_argument("--language-temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -67,29 +94,27 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    path = Path(args.train)
-    if path.is_dir():
-        ds = load_lareqa(path)
-        print(ds.summary())
-        items = items_from_lareqa(ds)
-    else:
-        items = load_jsonl_items(path)
-    cover = Counter(len(it.views) for it in items)
-    print(f"{len(items)} parallel items; languages per item: " + ", ".join(f"{k}: {v}" for k, v in sorted(cover.items())))
+    cfg = train_config(args.train, args.format)
+    sampler = {
+        "cross_mode": args.cross_mode,
+        "alpha_schedule": args.alpha_schedule,
+        "language_temperature": args.language_temperature,
+    }
+    dm = TextDataModule(train=cfg, eval={}, batch_size=args.batch_size, sampler=sampler, seed=args.seed)
+    if cfg["format"] == "lareqa":
+        print(load_lareqa(cfg["root"]).summary())
+    dm.items = dm.load_train_items()
+    table = dm.item_languages()
+    table = table if isinstance(table, ItemLanguages) else ItemLanguages.from_lists(table)
+    counts = np.bincount(table.matrix.sum(1))
+    cover = ", ".join(f"{k}: {v}" for k, v in enumerate(counts) if v)
+    print(f"{table.matrix.shape[0]} parallel items; languages per item: {cover}")
     for alpha in args.alpha:
-        print(
-            sampler_report(
-                [it.languages for it in items],
-                args.batch_size,
-                alpha,
-                args.epochs,
-                cross_mode=args.cross_mode,
-                language_temperature=args.language_temperature,
-                seed=args.seed,
-            )
-        )
+        dm.sampler_cfg["alpha"] = alpha
+        steps = args.epochs * dm.train_batches_per_epoch()
+        print(describe(dm.sampling_record(steps), args.batch_size, alpha, args.epochs))
     if args.eval:
-        report = check_zero_shot(items, load_lareqa(args.eval), train_name=path.name)
+        report = check_zero_shot(dm.items, load_lareqa(args.eval), train_name=dm._train_name())
         print(report.describe())
 
 

@@ -26,17 +26,17 @@ from textwrap import shorten
 
 import numpy as np
 
-from hybrid_retrieval.cli import ArgumentParser, user_errors
-from hybrid_retrieval.config_check import model_name_problem
+from hybrid_retrieval.common.console import ArgumentParser, user_errors
+from hybrid_retrieval.common.errors import UserError
+from hybrid_retrieval.common.paths import file_in_the_way
 from hybrid_retrieval.data.beir import read_texts
-from hybrid_retrieval.errors import UserError
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.evaluation.shards import ShardedEmbeddings, encode_to_shards
 from hybrid_retrieval.evaluation.trec import write_trec_run
 from hybrid_retrieval.models.checkpoint import encoder_from_checkpoint
 from hybrid_retrieval.models.digest import encoder_digest
 from hybrid_retrieval.models.encoder import DualEncoder
-from hybrid_retrieval.paths import file_in_the_way
+from hybrid_retrieval.runs.config_check import model_name_problem
 
 SNIPPET_CHARS = 100  # characters of a hit's text printed after its id
 

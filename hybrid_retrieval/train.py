@@ -22,21 +22,21 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_retrieval import sweeps
-from hybrid_retrieval.callbacks import EmbeddingEvaluator
-from hybrid_retrieval.cli import exit_on_user_error, install_hydra_error_handler, remove_unused_run_dir, user_message
-from hybrid_retrieval.config_check import validate_config
-from hybrid_retrieval.errors import ConfigError
+from hybrid_retrieval.common.console import exit_on_user_error, install_hydra_error_handler, remove_unused_run_dir, user_message
+from hybrid_retrieval.common.errors import ConfigError
+from hybrid_retrieval.common.paths import CONFIG_DIR
 from hybrid_retrieval.models.checkpoint import check_checkpoint
-from hybrid_retrieval.paths import CONFIG_DIR
-from hybrid_retrieval.sweeps import register_resolvers
-from hybrid_retrieval.utils import (
+from hybrid_retrieval.runs import sweeps
+from hybrid_retrieval.runs.config_check import validate_config
+from hybrid_retrieval.runs.session import (
     finish_wandb,
     instantiate_callbacks,
     instantiate_loggers,
     prepare_environment,
     quiet_console,
 )
+from hybrid_retrieval.runs.sweeps import register_resolvers
+from hybrid_retrieval.training.evaluator import EmbeddingEvaluator
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -253,7 +253,7 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(143)  # 128 + SIGTERM, as a process killed by the signal
     except Exception as err:
         if user_message(err) is not None and (isinstance(err, ConfigError) or not _is_multirun()):
-            # The user's to fix: one line (hybrid_retrieval.cli), nothing recorded; a bad config value is the same
+            # The user's to fix: one line (hybrid_retrieval.common.console), nothing recorded; a bad config value is the same
             # in every job of a sweep, so it stops the sweep.
             if not _is_multirun():
                 remove_unused_run_dir(Path(cfg.paths.output_dir))

@@ -15,7 +15,7 @@ venv/bin/pip install -q --upgrade pip
 time venv/bin/pip install -q "$SRC[export]"
 export PATH=$WORK/venv/bin:$PATH
 python - <<'EOF'
-import hybrid_retrieval.paths as u
+import hybrid_retrieval.common.paths as u
 print("package:", u.PACKAGE_DIR, "| configs:", u.CONFIG_DIR)
 EOF
 

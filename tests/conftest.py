@@ -135,7 +135,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from hybrid_retrieval.offline_model import write_tokenizer
+    from hybrid_retrieval.common.offline_model import write_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-model")
     torch.manual_seed(0)

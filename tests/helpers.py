@@ -90,7 +90,7 @@ class RecordBatches(L.Callback):
 
 
 def _atomic_io():
-    from hybrid_retrieval.checkpoint_io import AtomicCheckpointIO
+    from hybrid_retrieval.training.checkpoint_io import AtomicCheckpointIO
 
     return AtomicCheckpointIO
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from hybrid_retrieval.callbacks import BestSoFar
+from hybrid_retrieval.common.errors import DataFormatError
 from hybrid_retrieval.data.beir import load_beir
-from hybrid_retrieval.errors import DataFormatError
 from hybrid_retrieval.evaluation.adhoc import evaluate_adhoc, query_metrics
+from hybrid_retrieval.training.evaluator import BestSoFar
 from tests.conftest import make_beir
 
 

@@ -1,5 +1,10 @@
 """Imports run one way: no module of the package imports, even lazily inside a function, anything that imports it
-back, and the layers (bottom → data → models → evaluation → entry points; report beside them) only look down."""
+back, and the layers — one folder each (docs/architecture.md) — only look down:
+
+    common → data → models → evaluation → training → tasks → runs → commands (the top-level modules)
+
+``report`` (reads job records) and ``st`` (the sentence-transformers integration) stand beside them. A task folder
+(``tasks/text``, ``tasks/image_text``) never imports another task."""
 
 from __future__ import annotations
 
@@ -10,26 +15,12 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "hybrid_retrieval"
 
-#: Modules every layer may use: they import nothing of the package but each other.
-BOTTOM = {
-    "hybrid_retrieval.errors",
-    "hybrid_retrieval.paths",
-    "hybrid_retrieval.padding",
-    "hybrid_retrieval.offline_model",
-    "hybrid_retrieval.plots",
-    "hybrid_retrieval.atomic",
-    "hybrid_retrieval.cache_entry",
-    "hybrid_retrieval.cli",
-}
-#: Which layers each layer may import (its own always).
-ALLOWED = {
-    "bottom": set(),
-    "data": {"bottom"},
-    "models": {"bottom", "data"},
-    "evaluation": {"bottom", "data", "models"},
-    "report": {"bottom"},
-    "entry": {"bottom", "data", "models", "evaluation", "report"},
-}
+ORDER = ["common", "data", "models", "evaluation", "training", "tasks", "runs", "entry"]
+#: Which layers each layer may import (its own always): every layer below it in ORDER.
+ALLOWED = {layer: set(ORDER[:i]) for i, layer in enumerate(ORDER)}
+ALLOWED["report"] = {"common"}
+ALLOWED["st"] = {"common", "data", "models", "evaluation"}
+ALLOWED["entry"] |= {"report", "st"}
 
 
 def _modules() -> dict[str, object]:
@@ -43,10 +34,14 @@ def _modules() -> dict[str, object]:
 
 
 def _layer(module: str) -> str:
-    if module in BOTTOM:
-        return "bottom"
+    """The folder under hybrid_retrieval/ (``entry`` for the top-level command modules and the package itself)."""
     parts = module.split(".")
     return parts[1] if len(parts) >= 2 and parts[1] in ALLOWED else "entry"
+
+
+def _task(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) >= 4 and parts[1] == "tasks" else None
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -118,7 +113,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_checker_finds_a_cycle_and_an_upward_arrow():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _layer("hybrid_retrieval.data.sampler") == "data" and _layer("hybrid_retrieval.train") == "entry"
-    assert _layer("hybrid_retrieval.padding") == "bottom" and _layer("hybrid_retrieval.report.stats") == "report"
+    assert _layer("hybrid_retrieval.common.padding") == "common" and _layer("hybrid_retrieval.report.stats") == "report"
+    assert _layer("hybrid_retrieval.tasks.text.model") == "tasks" and _task("hybrid_retrieval.tasks.text.model") == "text"
+    assert "tasks" not in ALLOWED["training"] and "training" in ALLOWED["tasks"] and "runs" in ALLOWED["entry"]
 
 
 def test_the_package_imports_have_no_cycle():
@@ -135,6 +132,19 @@ def test_layers_only_import_downward():
         if _layer(t) != _layer(m) and _layer(t) not in ALLOWED[_layer(m)]
     ]
     assert upward == []
+
+
+def test_a_task_never_imports_another_task():
+    across = [
+        f"{m} -> {t}" for m, targets in import_graph().items() for t in targets if _task(m) and _task(t) and _task(m) != _task(t)
+    ]
+    assert across == []
+
+
+def test_no_module_sits_loose_beside_the_commands():
+    """The package root holds only the commands a user runs (python -m hybrid_retrieval.<command>)."""
+    loose = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert loose == ["evaluate", "export", "inspect_data", "search", "train"]
 
 
 def test_every_remaining_lazy_import_says_why():

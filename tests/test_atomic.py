@@ -1,4 +1,4 @@
-"""hybrid_retrieval.atomic: complete under the final name or not there; killed writers' leftovers cleaned."""
+"""hybrid_retrieval.common.atomic: complete under the final name or not there; killed writers' leftovers cleaned."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hybrid_retrieval.atomic import atomic_directory, atomic_file, remove_stale_temporaries, write_text_atomic
+from hybrid_retrieval.common.atomic import atomic_directory, atomic_file, remove_stale_temporaries, write_text_atomic
 
 DEAD_PID = 999_999_999  # above pid_max: no such process
 

@@ -1,4 +1,4 @@
-"""Cache entries that heal (hybrid_retrieval/cache_entry.py): a manifest written last and checked before use, a
+"""Cache entries that heal (hybrid_retrieval/common/cache_entry.py): a manifest written last and checked before use, a
 damaged entry rebuilt with one warning and never read, one builder while the others wait, and a failed build
 reported at once to the processes that waited for it. Real processes where processes matter."""
 
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybrid_retrieval import cache_entry
-from hybrid_retrieval.cache_entry import MANIFEST, CacheBuildError, ensure_entry, entry_problem, write_manifest
+from hybrid_retrieval.common import cache_entry
+from hybrid_retrieval.common.cache_entry import MANIFEST, CacheBuildError, ensure_entry, entry_problem, write_manifest
+from hybrid_retrieval.common.errors import DataFormatError
 from hybrid_retrieval.data.item_store import build_store
-from hybrid_retrieval.errors import DataFormatError
 from tests.helpers import results_of_processes
 from tests.test_item_store import _flat, _jsonl
 
@@ -71,7 +71,7 @@ def test_a_damaged_item_store_is_rebuilt_with_one_warning_and_never_read(tmp_pat
         arrow.write_bytes(b"\0" * size)
     else:  # an entry from before manifests (or a build killed between its last file and the manifest)
         (arrow.parent / MANIFEST).unlink()
-    with caplog.at_level(logging.WARNING, logger="hybrid_retrieval.cache_entry"):
+    with caplog.at_level(logging.WARNING, logger="hybrid_retrieval.common.cache_entry"):
         again = build_store(src, root=tmp_path / "cache")
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "item store" in warnings[0] and "rebuilding it" in warnings[0]
@@ -95,7 +95,7 @@ def test_a_damaged_prefix_cache_entry_is_rebuilt(tiny_encoder_factory, tmp_path,
     del first
     with states.open("r+b") as fh:
         fh.truncate(states.stat().st_size - 64)
-    with caplog.at_level(logging.WARNING, logger="hybrid_retrieval.cache_entry"):
+    with caplog.at_level(logging.WARNING, logger="hybrid_retrieval.common.cache_entry"):
         again = pc.load_or_build(enc, ids, "passage", progress=False)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warning.startswith("prefix cache ") and "states.bin has" in warning and "rebuilding it" in warning

@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from hybrid_retrieval.config_check import validate_config
-from hybrid_retrieval.errors import ConfigError
-from hybrid_retrieval.sweeps import budget_steps, register_resolvers, scaled_lr
+from hybrid_retrieval.common.errors import ConfigError
+from hybrid_retrieval.runs.config_check import validate_config
+from hybrid_retrieval.runs.sweeps import budget_steps, register_resolvers, scaled_lr
 
 REPO = Path(__file__).resolve().parents[1]
 register_resolvers()
@@ -134,7 +134,7 @@ def test_fast_dev_run_reaches_the_evaluation(exp):
 
 def test_adhoc_callback_config_composes_and_is_validated(data_root, tiny_beir):
     cfg = make_cfg(["+experiment=xquad_r", "callbacks=adhoc_eval", f"callbacks.adhoc_eval.root={tiny_beir}"], data_root)
-    assert cfg.callbacks.adhoc_eval._target_ == "hybrid_retrieval.callbacks.AdhocEvaluator"
+    assert cfg.callbacks.adhoc_eval._target_ == "hybrid_retrieval.tasks.text.evaluators.AdhocEvaluator"
     assert cfg.callbacks.lareqa_eval is not None and cfg.callbacks.model_checkpoint.monitor == "val/multi/map_best"
     validate_config(cfg)
     bad = make_cfg(

@@ -76,8 +76,8 @@ def test_bf16_autocast_step_is_close_to_fp32_and_finite(tiny_encoder_factory):
 def test_prefix_cache_built_on_the_gpu_equals_the_cpu_cache(tiny_encoder_factory, tmp_path):
     """Frozen-prefix states computed on the GPU (host <- device copies into the memory-mapped store) equal those
     computed on the CPU, and a GPU step from the cached rows equals the uncached GPU step."""
+    from hybrid_retrieval.common.padding import pad_batch, pad_rows
     from hybrid_retrieval.models.prefix_cache import load_or_build
-    from hybrid_retrieval.padding import pad_batch, pad_rows
 
     cpu = tiny_encoder_factory(train_layers=1, prefix_cache_dtype="fp32").eval()
     gpu = copy.deepcopy(cpu).cuda()

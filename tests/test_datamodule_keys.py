@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid_retrieval.data.datamodule import HybridDataModule, PairCollator, PairDataset
 from hybrid_retrieval.data.sampler import Example
+from hybrid_retrieval.tasks.text.batches import PairCollator, PairDataset
+from hybrid_retrieval.tasks.text.data import TextDataModule
 
 
 @pytest.mark.parametrize("hard_negatives", [0, 2])
@@ -13,7 +14,7 @@ def test_keys_follow_text_identity_and_reach_the_batch(tiny_data, tiny_model_dir
     from hybrid_retrieval.models.encoder import DualEncoder
 
     train, evald = tiny_data
-    dm = HybridDataModule(
+    dm = TextDataModule(
         train={"root": str(train), "name": "tiny-train"},
         eval={"root": str(evald), "name": "tiny-eval"},
         batch_size=4,
@@ -45,7 +46,7 @@ def test_keys_follow_text_identity_and_reach_the_batch(tiny_data, tiny_model_dir
 
 
 def test_borrowed_negative_takes_the_borrowed_positives_key():
-    from hybrid_retrieval.data.datamodule import TokenizedView
+    from hybrid_retrieval.tasks.text.batches import TokenizedView
 
     views = [TokenizedView([5], [6], [], positive_key=10), TokenizedView([7], [8], [], positive_key=11)]
     rows = [(Example(i, "en", "en"), v.query, v) for i, v in enumerate(views)]

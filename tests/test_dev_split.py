@@ -57,12 +57,12 @@ def test_subsample_unchanged_by_the_refactor(ten_articles):
 
 
 def test_datamodule_trains_without_dev_and_validates_on_it(tmp_path, tiny_model_dir):
-    from hybrid_retrieval.data.datamodule import HybridDataModule
     from hybrid_retrieval.models.encoder import DualEncoder
+    from hybrid_retrieval.tasks.text.data import TextDataModule
 
     train = make_lareqa(tmp_path / "train-r", n_articles=10, seed=3, prefix="tr")
     evald = make_lareqa(tmp_path / "eval-r", languages=("en", "de"), n_articles=2, seed=2, prefix="ev")
-    dm = HybridDataModule(
+    dm = TextDataModule(
         train={"root": str(train), "name": "tr"},
         eval={"root": str(evald), "name": "ev"},
         batch_size=4,
@@ -84,10 +84,10 @@ def test_datamodule_trains_without_dev_and_validates_on_it(tmp_path, tiny_model_
 
 
 def test_validate_on_dev_needs_a_fraction(tiny_data):
-    from hybrid_retrieval.data.datamodule import HybridDataModule
+    from hybrid_retrieval.tasks.text.data import TextDataModule
 
     train, evald = tiny_data
     with pytest.raises(ValueError, match=r"needs data\.dev\.fraction"):
-        HybridDataModule(train={"root": str(train)}, eval={"root": str(evald)}, validate_on="dev")
+        TextDataModule(train={"root": str(train)}, eval={"root": str(evald)}, validate_on="dev")
     with pytest.raises(ValueError, match="validate_on"):
-        HybridDataModule(train={"root": str(train)}, eval={"root": str(evald)}, validate_on="test")
+        TextDataModule(train={"root": str(train)}, eval={"root": str(evald)}, validate_on="test")

@@ -18,10 +18,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from hybrid_retrieval.callbacks import gather_rows
 from hybrid_retrieval.models.distributed import all_gather_variable, all_gather_with_grad, average_gradients
 from hybrid_retrieval.models.grad_cache import contrastive_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
+from hybrid_retrieval.training.evaluator import gather_rows
 
 B, DIM, WORLD = 8, 16, 2
 

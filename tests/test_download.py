@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_retrieval.atomic import sha256_of
+from hybrid_retrieval.common.atomic import sha256_of
+from hybrid_retrieval.common.paths import find_data_dir
 from hybrid_retrieval.data import download as dl
 from hybrid_retrieval.data.lareqa import load_lareqa
-from hybrid_retrieval.paths import find_data_dir
 from tests.conftest import REPO
 
 SHARED = REPO.parent / "shared" / "data"
@@ -101,9 +101,9 @@ def test_data_lookup_order(tmp_path, monkeypatch):
 def test_missing_data_names_the_download_command(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from hybrid_retrieval.config_check import validate_config
-    from hybrid_retrieval.errors import ConfigError
-    from hybrid_retrieval.sweeps import register_resolvers
+    from hybrid_retrieval.common.errors import ConfigError
+    from hybrid_retrieval.runs.config_check import validate_config
+    from hybrid_retrieval.runs.sweeps import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

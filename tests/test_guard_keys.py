@@ -50,9 +50,9 @@ def test_batched_keys_equal_the_reference_on_any_unicode(texts):
 
 
 def test_guard_verdicts_on_the_real_pair_are_the_references():
+    from hybrid_retrieval.common.paths import find_data_dir
     from hybrid_retrieval.data.lareqa import load_lareqa
     from hybrid_retrieval.data.pairs import items_from_lareqa
-    from hybrid_retrieval.paths import find_data_dir
     from tests.conftest import REPO
 
     data = Path(find_data_dir(str(REPO)))

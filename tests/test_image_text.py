@@ -13,17 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from hybrid_retrieval.data.image_text import (
-    SYN_LANGUAGES,
-    ImageTextDataModule,
-    check_images,
-    make_synthetic_shapes,
-    read_image_captions,
-    read_xm3600,
-    synthetic_scenes,
-)
-from hybrid_retrieval.errors import DataFormatError, ZeroShotError
+from hybrid_retrieval.common.errors import DataFormatError, ZeroShotError
 from hybrid_retrieval.evaluation.image_text_eval import clip_score, evaluate_image_text
+from hybrid_retrieval.tasks.image_text.data import ImageTextDataModule, check_images, read_image_captions, read_xm3600
+from hybrid_retrieval.tasks.image_text.synthetic import SYN_LANGUAGES, make_synthetic_shapes, synthetic_scenes
 
 
 def _png(path: Path, colour=(200, 10, 10)) -> Path:
@@ -272,7 +265,7 @@ def _images(n: int, seed: int = 0) -> list[Image.Image]:
 def test_whole_clip_from_a_local_checkpoint_and_clipscore_equals_torchmetrics(tiny_clip_dir):
     from torchmetrics.multimodal.clip_score import CLIPScore
 
-    from hybrid_retrieval.models.image_text import ImageTextEncoder, TorchmetricsCLIP
+    from hybrid_retrieval.tasks.image_text.model import ImageTextEncoder, TorchmetricsCLIP
 
     enc = ImageTextEncoder.from_hub(str(tiny_clip_dir)).eval()
     assert enc.clip_model is not None and enc.dim == 16
@@ -289,8 +282,8 @@ def test_hub_config_locks_one_half_of_a_whole_clip(tiny_clip_dir):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from hybrid_retrieval.paths import CONFIG_DIR
-    from hybrid_retrieval.sweeps import register_resolvers
+    from hybrid_retrieval.common.paths import CONFIG_DIR
+    from hybrid_retrieval.runs.sweeps import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -308,7 +301,7 @@ def test_hub_config_locks_one_half_of_a_whole_clip(tiny_clip_dir):
 def test_vision_towers_from_local_checkpoints(tmp_path, tiny_clip_dir):
     from transformers import CLIPVisionModel, ViTConfig, ViTImageProcessor, ViTModel
 
-    from hybrid_retrieval.models.image_text import ImageTower
+    from hybrid_retrieval.tasks.image_text.model import ImageTower
 
     vit = tmp_path / "vit"
     ViTModel(
@@ -325,7 +318,7 @@ def test_vision_towers_from_local_checkpoints(tmp_path, tiny_clip_dir):
 
 
 def test_locked_towers_cache_and_do_not_train(tiny_encoder_factory):
-    from hybrid_retrieval.models.image_text import ImageTextEncoder, ImageTower, TextTower
+    from hybrid_retrieval.tasks.image_text.model import ImageTextEncoder, ImageTower, TextTower
 
     enc = ImageTextEncoder(
         ImageTower("small_cnn", image_size=16, width=4, out_dim=8),
@@ -351,7 +344,7 @@ def test_locked_towers_cache_and_do_not_train(tiny_encoder_factory):
 
 
 def test_offline_hub_name_is_one_line_naming_the_key(monkeypatch):
-    from hybrid_retrieval.models.image_text import ImageTower
+    from hybrid_retrieval.tasks.image_text.model import ImageTower
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError) as err:
@@ -377,10 +370,10 @@ def test_offline_hub_name_is_one_line_naming_the_key(monkeypatch):
 def test_image_text_config_errors(override, message):
     from hydra import compose, initialize_config_dir
 
-    from hybrid_retrieval.config_check import validate_config
-    from hybrid_retrieval.errors import ConfigError
-    from hybrid_retrieval.paths import CONFIG_DIR
-    from hybrid_retrieval.sweeps import register_resolvers
+    from hybrid_retrieval.common.errors import ConfigError
+    from hybrid_retrieval.common.paths import CONFIG_DIR
+    from hybrid_retrieval.runs.config_check import validate_config
+    from hybrid_retrieval.runs.sweeps import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -476,8 +469,8 @@ def test_sweep_report_tables_from_records(tmp_path):
 def test_a_locked_image_tower_encodes_each_training_image_once(tmp_path, tiny_encoder_factory):
     import lightning as L
 
-    from hybrid_retrieval.models.image_text import ImageTextEncoder, ImageTextModule, ImageTower, TextTower
     from hybrid_retrieval.models.loss import InfoNCELoss
+    from hybrid_retrieval.tasks.image_text.model import ImageTextEncoder, ImageTextModule, ImageTower, TextTower
 
     dm = _datamodule(tmp_path, sampler={"alpha": 0.5, "batches_per_epoch": 3}, eval_batch_size=50)
     tower = ImageTower("small_cnn", image_size=16, width=4, out_dim=8)

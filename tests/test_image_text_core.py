@@ -1,4 +1,4 @@
-"""The image–text task on the shared training core (hybrid_retrieval/models/core.py): gradient caching gives the
+"""The image–text task on the shared training core (hybrid_retrieval/training/core.py): gradient caching gives the
 full-batch loss and gradients; 2 processes (gloo) with gathered negatives give one process with the whole batch; a
 non-finite loss on ONE rank makes both ranks skip together (never a hang); SIGTERM → resume equals an
 uninterrupted run."""
@@ -29,8 +29,8 @@ def make_module(model_dir, chunk=None, pair_weight=0.5, lock_text=False):
     """A small-CNN (GroupNorm) image tower and a trained tiny text tower; symmetric, learnable-T, duplicate-masking
     InfoNCE; caption→caption pairs weighted ``pair_weight``."""
     from hybrid_retrieval.models.encoder import DualEncoder
-    from hybrid_retrieval.models.image_text import ImageTextEncoder, ImageTextModule, ImageTower, TextTower
     from hybrid_retrieval.models.loss import InfoNCELoss
+    from hybrid_retrieval.tasks.image_text.model import ImageTextEncoder, ImageTextModule, ImageTower, TextTower
 
     torch.manual_seed(0)
     text = TextTower(DualEncoder(name=str(model_dir), max_length=16))
@@ -107,8 +107,8 @@ def test_gradient_caching_replays_dropout_masks(tiny_model_dir):
 
 def test_batch_norm_tower_with_gradient_caching_is_refused(tiny_model_dir):
     from hybrid_retrieval.models.encoder import DualEncoder
-    from hybrid_retrieval.models.image_text import ImageTextEncoder, ImageTextModule, ImageTower, TextTower
     from hybrid_retrieval.models.loss import InfoNCELoss
+    from hybrid_retrieval.tasks.image_text.model import ImageTextEncoder, ImageTextModule, ImageTower, TextTower
 
     enc = ImageTextEncoder(ImageTower("small_cnn", image_size=16, width=8), TextTower(DualEncoder(name=str(tiny_model_dir))))
     with pytest.raises(ValueError, match=r"image_tower\.norm=group"):

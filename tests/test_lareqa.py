@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from hybrid_retrieval.common.errors import DataFormatError
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.lareqa import load_lareqa
 from hybrid_retrieval.data.pairs import items_from_lareqa, load_jsonl_items
-from hybrid_retrieval.errors import DataFormatError
 from tests.conftest import make_lareqa
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hybrid_retrieval.offline_model import QK, dequantize_q4_0, read_packed_model
+from hybrid_retrieval.common.offline_model import QK, dequantize_q4_0, read_packed_model
 
 SENTENCES = [
     ("en", "How many points did the Panthers defense surrender?"),

@@ -35,7 +35,7 @@ def test_installed_layout_finds_shipped_configs_and_records_its_version(tmp_path
     site, work = _installed_copy(tmp_path), tmp_path / "elsewhere"
     work.mkdir()
     code = (
-        "import hybrid_retrieval.paths as u, hybrid_retrieval.sweeps as s;"
+        "import hybrid_retrieval.common.paths as u, hybrid_retrieval.runs.sweeps as s;"
         "print(u.CONFIG_DIR); print(u.project_root()); print(s.code_version())"
     )
     proc = _run(["-c", code], site, work)

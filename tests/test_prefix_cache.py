@@ -18,12 +18,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from hybrid_retrieval.common.padding import pad_batch, pad_rows
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.models import prefix_cache as pc
 from hybrid_retrieval.models.distributed import all_gather_variable, average_gradients
 from hybrid_retrieval.models.grad_cache import contrastive_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
-from hybrid_retrieval.padding import pad_batch, pad_rows
 from tests.helpers import results_of_processes
 
 TEXTS_Q = ["wie lang ist die donau", "how long is the river", "quién fue el rey", "school of music in the city", "w1 w2"] * 2

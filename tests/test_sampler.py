@@ -9,8 +9,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from hybrid_retrieval.common.errors import SamplerError
 from hybrid_retrieval.data.sampler import HybridBatchSampler
-from hybrid_retrieval.errors import SamplerError
 
 LANGS = ["ar", "de", "en", "es", "hi"]
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from hybrid_retrieval.models.module import linear_warmup_decay, planned_steps
+from hybrid_retrieval.tasks.text.model import linear_warmup_decay, planned_steps
 
 
 @pytest.mark.parametrize(

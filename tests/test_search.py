@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from hybrid_retrieval.common.errors import DataFormatError
 from hybrid_retrieval.data.beir import read_texts
-from hybrid_retrieval.errors import DataFormatError
 from hybrid_retrieval.search import main
 
 pytest.importorskip("faiss")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybrid_retrieval.errors import UserError
+from hybrid_retrieval.common.errors import UserError
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.evaluation.shards import ShardedEmbeddings, encode_to_shards
 

@@ -66,12 +66,12 @@ def test_the_st_sampler_draws_what_the_lightning_path_draws(tmp_path, alpha, sch
     """Same seed, same data: every batch's (item id, query language, passage language), in order, over two epochs;
     the long layout has one row per item and language (not per pair); two ranks get disjoint slices of each global
     batch whose union is the global batch."""
-    from hybrid_retrieval.data.datamodule import HybridDataModule
     from hybrid_retrieval.st import HybridSTBatchSampler, long_layout_from
+    from hybrid_retrieval.tasks.text.data import TextDataModule
 
     train, evald = _parallel(tmp_path)
     options = {"alpha": alpha, "alpha_schedule": schedule, "cross_mode": cross_mode, "batches_per_epoch": 6}
-    dm = HybridDataModule(train={"root": str(train)}, eval={"root": str(evald)}, batch_size=4, sampler=options, seed=7,
+    dm = TextDataModule(train={"root": str(train)}, eval={"root": str(evald)}, batch_size=4, sampler=options, seed=7,
                           allow_overlap=True)  # fmt: skip
     dm.preflight()
     ours = dm.make_sampler(0, 1)
@@ -138,9 +138,9 @@ def test_st_trainer_with_mnrl_trains_on_the_hybrid_batches(tmp_path, tiny_model_
     mono = sum(langs[rows[0]] == langs[rows[4]] for rows in seen[:6])
     assert mono == 3  # stratified α = 0.5 over 6 batches: exactly 3 monolingual
     # what the trainer trained on is what python -m hybrid_retrieval.train draws for the same seed (args.seed)
-    from hybrid_retrieval.data.datamodule import HybridDataModule
+    from hybrid_retrieval.tasks.text.data import TextDataModule
 
-    dm = HybridDataModule(train={"root": str(train)}, eval={"root": str(evald)}, batch_size=4, sampler=options, seed=7,
+    dm = TextDataModule(train={"root": str(train)}, eval={"root": str(evald)}, batch_size=4, sampler=options, seed=7,
                           allow_overlap=True)  # fmt: skip
     dm.preflight()
     want = [[(dm.items[e.item].item_id, e.query_lang, e.passage_lang) for e in b] for b in dm.make_sampler(0, 1)]
@@ -150,15 +150,14 @@ def test_st_trainer_with_mnrl_trains_on_the_hybrid_batches(tmp_path, tiny_model_
 
 
 @pytest.mark.slow
-def test_the_readme_example_runs_verbatim_on_a_tiny_fixture(tmp_path, tiny_model_dir):
-    """README "From sentence-transformers": its Python block, as written, with MODEL / TRAIN / EVAL / BATCH pointing
-    at a tiny model and tiny data (the defaults are the real model and ../shared/data)."""
+def test_the_documented_example_runs_verbatim_on_a_tiny_fixture(tmp_path, tiny_model_dir):
+    """docs/sentence_transformers.md (the README links it): its Python block, as written, with MODEL / TRAIN / EVAL /
+    BATCH pointing at a tiny model and tiny data (the defaults are the real model and ../shared/data)."""
     from hybrid_retrieval.export import export_sentence_transformers
     from hybrid_retrieval.models.encoder import DualEncoder
 
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### From sentence-transformers", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    page = (REPO / "docs" / "sentence_transformers.md").read_text(encoding="utf-8")
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
     train, evald = _parallel(tmp_path)
     model = export_sentence_transformers(DualEncoder(name=str(tiny_model_dir), max_length=32), tmp_path / "m")
     env = {**os.environ, "MODEL": str(model), "TRAIN": str(train), "EVAL": str(evald), "BATCH": "4", "HF_HUB_OFFLINE": "1"}

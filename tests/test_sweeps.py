@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from hybrid_retrieval import sweeps
 from hybrid_retrieval.report import collect_records, summarise
 from hybrid_retrieval.report import study_report as library_study_report
+from hybrid_retrieval.runs import sweeps
 from tests.conftest import load_script
 
 #: The batch-size study's own report sections live in its script (scripts/batch_size_study_report.py).

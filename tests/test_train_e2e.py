@@ -519,7 +519,7 @@ def test_console_shows_each_message_once_and_no_noise(tiny_data, tiny_model_dir,
     console = proc.stdout + proc.stderr
     lines = [ln for ln in console.splitlines() if ln.startswith("[20")]  # log records
     assert lines and len(lines) == len(set(lines)), [ln for ln in lines if lines.count(ln) > 1][:3]
-    from hybrid_retrieval.utils import CONSOLE_NOISE
+    from hybrid_retrieval.runs.session import CONSOLE_NOISE
 
     for noise in CONSOLE_NOISE:
         assert noise not in console, noise
@@ -565,8 +565,8 @@ def test_wandb_media_logged_without_explicit_step(monkeypatch):
     import numpy as np
     from lightning.pytorch.loggers import WandbLogger
 
-    from hybrid_retrieval.callbacks import LareqaEvaluator
     from hybrid_retrieval.evaluation.lareqa_eval import EvalResult
+    from hybrid_retrieval.tasks.text.evaluators import LareqaEvaluator
 
     calls = []
 

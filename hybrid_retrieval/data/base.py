@@ -1,6 +1,6 @@
 """What every task's data module shares: hybrid-batch sampling of training items, its exact resume, and the
-sampling record. A task (text: :class:`~hybrid_retrieval.data.datamodule.HybridDataModule`; image–text:
-:class:`~hybrid_retrieval.data.image_text.ImageTextDataModule`) supplies its items' languages, its dataset and
+sampling record. A task (text: :class:`~hybrid_retrieval.tasks.text.data.TextDataModule`; image–text:
+:class:`~hybrid_retrieval.tasks.image_text.data.ImageTextDataModule`) supplies its items' languages, its dataset and
 collator, and its evaluation side.
 
 Batches are drawn by :class:`~hybrid_retrieval.data.sampler.HybridBatchSampler` for the GLOBAL batch, and each rank

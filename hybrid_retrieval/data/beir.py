@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hybrid_retrieval.errors import DataFormatError
+from hybrid_retrieval.common.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 

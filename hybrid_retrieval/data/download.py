@@ -26,10 +26,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from hybrid_retrieval.atomic import atomic_directory
-from hybrid_retrieval.cli import ArgumentParser, user_errors
-from hybrid_retrieval.errors import UserError
-from hybrid_retrieval.paths import data_cache_dir, file_in_the_way
+from hybrid_retrieval.common.atomic import atomic_directory
+from hybrid_retrieval.common.console import ArgumentParser, user_errors
+from hybrid_retrieval.common.errors import UserError
+from hybrid_retrieval.common.paths import data_cache_dir, file_in_the_way
 
 BASE_URL = "https://raw.githubusercontent.com/google-research-datasets/lareqa"
 

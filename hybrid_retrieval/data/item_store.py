@@ -6,7 +6,7 @@ by id (``{lang: path}``, each a JSONL of ``{"id", "query", "positive"[, "negativ
 mMARCO are distributed). Rows: ``id, title, langs, query, positive, negatives`` (the last four aligned by
 language). The table sits in ``{cache}/items/{key}/`` where the key is the sources' content hash, the language
 filter and the format version: a sweep's jobs build it once (one process builds, DDP ranks and parallel jobs
-wait for it; a damaged entry is rebuilt: :mod:`hybrid_retrieval.cache_entry`).
+wait for it; a damaged entry is rebuilt: :mod:`hybrid_retrieval.common.cache_entry`).
 :class:`ItemStore` reads rows as :class:`ParallelItem` on access; its :class:`ItemLanguages` matrix is what the
 sampler needs, so no Python object per item is kept.
 """
@@ -26,12 +26,12 @@ import pyarrow as pa
 import pyarrow.parquet
 from tqdm.auto import tqdm
 
-from hybrid_retrieval.atomic import sha256_of
-from hybrid_retrieval.cache_entry import ensure_entry
+from hybrid_retrieval.common.atomic import sha256_of
+from hybrid_retrieval.common.cache_entry import ensure_entry
+from hybrid_retrieval.common.errors import DataFormatError
+from hybrid_retrieval.common.paths import cache_root
 from hybrid_retrieval.data.pairs import ParallelItem, View, iter_jsonl_items
 from hybrid_retrieval.data.sampler import ItemLanguages
-from hybrid_retrieval.errors import DataFormatError
-from hybrid_retrieval.paths import cache_root
 
 FORMAT_VERSION = 1
 SCHEMA = pa.schema(

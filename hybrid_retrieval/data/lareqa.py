@@ -6,7 +6,7 @@ language is the sentence holding its answer's ``answer_start`` in that language'
 ``id`` is shared across languages, which gives the cross-lingual gold: a question in X is answered
 by the answer sentence of the same id in Y.
 
-Validation policy (documented in the README, tested in ``tests/test_lareqa.py``):
+Validation policy (documented in docs/data.md, tested in ``tests/test_lareqa.py``):
 
 * unreadable/truncated JSON, missing fields, wrong types, breaks out of range, an empty language:
   :class:`DataFormatError` naming the file, the item and what was expected;
@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hybrid_retrieval.errors import DataFormatError
+from hybrid_retrieval.common.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 

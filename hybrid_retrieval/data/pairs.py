@@ -3,7 +3,7 @@
 A :class:`ParallelItem` is what the hybrid sampler draws. For a batch setting (X, Y) an item gives the
 pair (query in X, positive passage in Y): X = Y is a monolingual pair, X != Y a cross-lingual one.
 Items come from a LAReQA dataset (:func:`items_from_lareqa`) or from the generic JSONL format
-(:func:`load_jsonl_items`) documented in the README.
+(:func:`load_jsonl_items`) documented in docs/data.md.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hybrid_retrieval.common.errors import DataFormatError
 from hybrid_retrieval.data.lareqa import LareqaDataset
-from hybrid_retrieval.errors import DataFormatError
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hybrid_retrieval.errors import SamplerError
+from hybrid_retrieval.common.errors import ConfigError, SamplerError, require_choice
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,19 @@ class ItemLanguages:
         return cls(names, matrix)
 
 
+def check_alpha(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise ConfigError("data.sampler.alpha", value, "expected a probability in [0, 1]")
+
+
+def check_cross_mode(value) -> None:
+    require_choice("data.sampler.cross_mode", value, CROSS_MODES, "expected 'batch' or 'example'")
+
+
+def check_alpha_schedule(value) -> None:
+    require_choice("data.sampler.alpha_schedule", value, ALPHA_SCHEDULES, f"expected one of {', '.join(ALPHA_SCHEDULES)}")
+
+
 class HybridBatchSampler:
     """Yields per-rank lists of :class:`Example`; see the module docstring for the semantics."""
 
@@ -142,18 +155,15 @@ class HybridBatchSampler:
         rank: int = 0,
         world_size: int = 1,
     ):
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"sampler alpha={alpha}: expected a probability in [0, 1]")
+        check_alpha(alpha)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank={rank}, world_size={world_size}: expected 0 <= rank < world_size")
         if batch_size % world_size:
             raise ValueError(f"batch_size={batch_size} (global) must be divisible by world_size={world_size}")
-        if cross_mode not in CROSS_MODES:
-            raise ValueError(f"cross_mode={cross_mode!r}: expected 'batch' or 'example'")
-        if alpha_schedule not in ALPHA_SCHEDULES:
-            raise ValueError(f"alpha_schedule={alpha_schedule!r}: expected one of {ALPHA_SCHEDULES}")
+        check_cross_mode(cross_mode)
+        check_alpha_schedule(alpha_schedule)
         self.alpha_schedule = alpha_schedule
         # Settings need max(batch, min_pool) items: a batch-size sweep sets min_pool to its largest batch
         # so every batch size samples the same languages / pairs.

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from hybrid_retrieval.common.padding import length_sorted_batches, pad_rows
 from hybrid_retrieval.models.encoder import DualEncoder
-from hybrid_retrieval.padding import length_sorted_batches, pad_rows
 
 
 def encode_plan(encoder: DualEncoder, texts: list[str], kind: str) -> tuple[list[list[int]], np.ndarray]:

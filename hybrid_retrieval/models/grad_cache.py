@@ -11,7 +11,7 @@ The parameter gradients equal those of the full-batch computation (``tests/test_
 No Lightning here. The inputs are :class:`Side` objects (a group of rows and how to embed a slice of them), so
 one implementation serves every task: the text task's queries / passages / hard negatives
 (:class:`TextSide`, chunks in length order) and the image–text task's images and captions (contiguous chunks).
-The training core (:class:`~hybrid_retrieval.models.core.ContrastiveModule`) calls :func:`cached_backward`.
+The training core (:class:`~hybrid_retrieval.training.core.ContrastiveModule`) calls :func:`cached_backward`.
 """
 
 from __future__ import annotations

@@ -8,9 +8,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybrid_retrieval.common.errors import ConfigError, require_choice
 from hybrid_retrieval.models.distributed import all_gather_variable, all_gather_with_grad, world_info
 
 SIMILARITIES = ("cosine", "dot")
+
+
+def check_similarity(value) -> None:
+    require_choice("model.loss.similarity", value, SIMILARITIES, "expected 'cosine' or 'dot'")
+
+
+def check_temperature(value, lo: float = 0.01, hi: float = 1.0) -> None:
+    """A positive number within [``min_temperature``, ``max_temperature``] (the learnable temperature's clamp)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError("model.loss.temperature", value, "expected a positive number")
+    if not lo <= value <= hi:
+        raise ConfigError(
+            "model.loss.temperature", value, f"expected within [{lo}, {hi}] (model.loss.min_temperature / max_temperature)"
+        )
 
 
 class InfoNCELoss(nn.Module):
@@ -45,10 +60,8 @@ class InfoNCELoss(nn.Module):
         mask_duplicates: bool = False,
     ):
         super().__init__()
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"loss.similarity={similarity!r}: expected 'cosine' or 'dot'")
-        if not min_temperature <= temperature <= max_temperature or temperature <= 0:
-            raise ValueError(f"loss.temperature={temperature}: expected within [{min_temperature}, {max_temperature}], > 0")
+        check_similarity(similarity)
+        check_temperature(temperature, min_temperature, max_temperature)
         self.similarity, self.symmetric, self.gather = similarity, symmetric, gather_across_devices
         self.mask_duplicates = bool(mask_duplicates)
         self.min_t, self.max_t = min_temperature, max_temperature

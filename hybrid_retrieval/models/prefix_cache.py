@@ -10,7 +10,7 @@ Layout of one cache entry, ``{cache_root}/prefix/{key}/``:
 * ``states.bin``  (total_tokens, hidden) fp16 (default) or fp32, rows of text i = ``offsets[i]:offsets[i+1]``
 * ``offsets.npy`` (n_texts + 1,) int64
 * ``meta.json``   what the key was made of (for people; the key itself is the hash)
-* ``manifest.json`` sizes and digests of the files above, written last (:mod:`hybrid_retrieval.cache_entry`)
+* ``manifest.json`` sizes and digests of the files above, written last (:mod:`hybrid_retrieval.common.cache_entry`)
 
 ``key`` = hash of: the frozen weights' bytes (the *fingerprint*), the split layer, the dtype and every
 text's token ids (which already encode tokenizer, prefixes, max_length and the text itself). A stale or
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_retrieval.cache_entry import ensure_entry
+from hybrid_retrieval.common.cache_entry import ensure_entry
+from hybrid_retrieval.common.padding import length_sorted_batches, pad_batch
+from hybrid_retrieval.common.paths import cache_root
 from hybrid_retrieval.models.digest import tensor_digest
-from hybrid_retrieval.padding import length_sorted_batches, pad_batch
-from hybrid_retrieval.paths import cache_root
 
 log = logging.getLogger(__name__)
 

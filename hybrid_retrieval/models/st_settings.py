@@ -5,7 +5,7 @@
 Read from ``modules.json``, ``config_sentence_transformers.json``, ``sentence_bert_config.json`` (or, from
 sentence-transformers 6 on, the tokenizer's ``model_max_length``) and the Pooling module's ``config.json``; a model
 this project cannot reproduce (another pooling, extra modules such as Dense) is a
-:class:`~hybrid_retrieval.errors.ConfigError` naming what it has.
+:class:`~hybrid_retrieval.common.errors.ConfigError` naming what it has.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hybrid_retrieval.errors import ConfigError
+from hybrid_retrieval.common.errors import ConfigError
 
 #: sentence-transformers < 6 records the pooling as one flag per mode (6 writes ``pooling_mode`` itself)
 _POOLING_FLAGS = {

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from hybrid_retrieval.cli import ArgumentParser, user_errors
-from hybrid_retrieval.errors import DataFormatError
+from hybrid_retrieval.common.console import ArgumentParser, user_errors
+from hybrid_retrieval.common.errors import DataFormatError
 from hybrid_retrieval.report.collect import collect, read_json
 from hybrid_retrieval.report.markdown import study_report, write_markdown
 from hybrid_retrieval.report.plots import plot_curves, plot_pair_deltas

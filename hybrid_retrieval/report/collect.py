@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from hybrid_retrieval.errors import DataFormatError
+from hybrid_retrieval.common.errors import DataFormatError
 
 METRICS = ["mono/map", "cross/map", "multi/map", "multi/rank_distance", "mono/r@1", "cross/r@1", "multi/hit@1", "cross/r@10"]
 PAIR_METRICS = ["map", "map@20", "r@1", "r@10"]
@@ -74,7 +74,7 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def collect_records(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per job record, one row per job × language pair) from ``{results_dir}/*.json``.
 
-    Records are what sweeps write with ``results_dir`` set (:mod:`hybrid_retrieval.sweeps`): they hold
+    Records are what sweeps write with ``results_dir`` set (:mod:`hybrid_retrieval.runs.sweeps`): they hold
     the configuration, what the sampler really did and the metrics, so the report needs no run directory."""
     rows, pair_rows = [], []
     for path in sorted(Path(results_dir).glob("*.json")):

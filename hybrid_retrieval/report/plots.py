@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hybrid_retrieval.plots import heatmap
+from hybrid_retrieval.common.plots import heatmap
 
 PANELS = [
     ("mono/map", "monolingual mAP (X→X)"),

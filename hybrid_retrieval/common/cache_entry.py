@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hybrid_retrieval.atomic import TMP_MARK, atomic_directory
-from hybrid_retrieval.errors import UserError
+from hybrid_retrieval.common.atomic import TMP_MARK, atomic_directory
+from hybrid_retrieval.common.errors import UserError
 
 log = logging.getLogger(__name__)
 

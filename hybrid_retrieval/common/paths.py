@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # hybrid_retrieval/ (this file is in hybrid_retrieval/common/)
 
 
 def checkout_root() -> Path | None:

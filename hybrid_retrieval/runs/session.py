@@ -1,5 +1,5 @@
 """Small glue for the entry points: environment defaults, a quiet console, callback/logger instantiation, W&B
-shutdown. (Paths: :mod:`hybrid_retrieval.paths`; resolvers: :mod:`hybrid_retrieval.sweeps`.)"""
+shutdown. (Paths: :mod:`hybrid_retrieval.common.paths`; resolvers: :mod:`hybrid_retrieval.runs.sweeps`.)"""
 
 from __future__ import annotations
 

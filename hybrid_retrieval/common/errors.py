@@ -20,6 +20,14 @@ class ConfigError(UserError, ValueError):
         super().__init__(f"config {key}={value!r}: {allowed}")
 
 
+def require_choice(key: str, value, choices, expected: str | None = None) -> None:
+    """``value`` must be one of ``choices``, else :class:`ConfigError` naming ``key``. Each rule is a small function in
+    the module that owns the setting (e.g. ``models.loss.check_similarity``); the object that uses the value and the
+    fail-fast check (``runs/config_check.py``) both call it, so the rule and its message exist once."""
+    if value not in choices:
+        raise ConfigError(key, value, expected or f"expected one of {', '.join(map(str, choices))}")
+
+
 class DataFormatError(UserError, ValueError):
     """Bad input data: names the file, the item and what was expected."""
 

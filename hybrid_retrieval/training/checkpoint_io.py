@@ -7,7 +7,7 @@ from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from hybrid_retrieval.atomic import atomic_file
+from hybrid_retrieval.common.atomic import atomic_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -13,16 +13,16 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_retrieval.data.datamodule import TOKENIZE, TRAIN_FORMATS, VALIDATE_ON
-from hybrid_retrieval.data.sampler import ALPHA_SCHEDULES, CROSS_MODES
-from hybrid_retrieval.errors import CheckpointError, ConfigError
+from hybrid_retrieval.common.errors import CheckpointError, ConfigError
+from hybrid_retrieval.common.offline_model import OFFLINE_MODEL_NAME
+from hybrid_retrieval.common.paths import DOWNLOAD_HINT, file_in_the_way
+from hybrid_retrieval.data.sampler import check_alpha, check_alpha_schedule, check_cross_mode
 from hybrid_retrieval.models.checkpoint import refusal, unsafe_globals
-from hybrid_retrieval.models.core import NONFINITE_POLICIES
-from hybrid_retrieval.models.encoder import POOLINGS, PREFIX_CACHE_DTYPES
-from hybrid_retrieval.models.image_text import SMALL_CNN, SMALL_CNN_NORMS
-from hybrid_retrieval.models.loss import SIMILARITIES
-from hybrid_retrieval.offline_model import OFFLINE_MODEL_NAME
-from hybrid_retrieval.paths import DOWNLOAD_HINT, file_in_the_way
+from hybrid_retrieval.models.encoder import check_pooling, check_prefix_cache
+from hybrid_retrieval.models.loss import check_similarity, check_temperature
+from hybrid_retrieval.tasks.image_text.model import SMALL_CNN, check_norm
+from hybrid_retrieval.tasks.text.data import check_tokenize, check_train_format, check_validate_on
+from hybrid_retrieval.training.core import check_nonfinite
 
 
 def _get(cfg: DictConfig, dotted: str, default=None):
@@ -57,9 +57,7 @@ def _languages(cfg, key: str, root_key: str) -> None:
 
 
 def _alpha(cfg) -> None:
-    alpha = _get(cfg, "data.sampler.alpha", 0.5)
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= float(alpha) <= 1.0:
-        raise ConfigError("data.sampler.alpha", alpha, "expected a probability in [0, 1]")
+    check_alpha(_get(cfg, "data.sampler.alpha", 0.5))
 
 
 def _safe_checkpoint(ckpt) -> None:
@@ -104,8 +102,7 @@ def validate_config(cfg: DictConfig) -> None:
 def _text_data_paths(cfg: DictConfig) -> str:
     """The training format and every path it names; returns the format."""
     fmt = _get(cfg, "data.train.format", "lareqa")
-    if fmt not in TRAIN_FORMATS:
-        raise ConfigError("data.train.format", fmt, f"expected one of {', '.join(TRAIN_FORMATS)}")
+    check_train_format(fmt)
     keys = ["data.train.root" if fmt == "lareqa" else "data.train.path", "data.eval.root"]
     if fmt == "hub":  # a dataset name (or a local folder of data files), loaded by datasets.load_dataset
         name = _get(cfg, "data.train.path")
@@ -132,14 +129,10 @@ def _text_sampling(cfg: DictConfig) -> int:
     """Batch and sampler keys; returns the global batch size."""
     batch = _int(cfg, "data.batch_size")
     _alpha(cfg)
-    mode = _get(cfg, "data.sampler.cross_mode", "batch")
-    if mode not in CROSS_MODES:
-        raise ConfigError("data.sampler.cross_mode", mode, "expected 'batch' or 'example'")
+    check_cross_mode(_get(cfg, "data.sampler.cross_mode", "batch"))
     _int(cfg, "data.sampler.batches_per_epoch", allow_none=True)
     _int(cfg, "data.sampler.min_pool", allow_none=True)
-    schedule = _get(cfg, "data.sampler.alpha_schedule", "bernoulli")
-    if schedule not in ALPHA_SCHEDULES:
-        raise ConfigError("data.sampler.alpha_schedule", schedule, f"expected one of {', '.join(ALPHA_SCHEDULES)}")
+    check_alpha_schedule(_get(cfg, "data.sampler.alpha_schedule", "bernoulli"))
     _int(cfg, "data.hard_negatives", lo=0)
     _int(cfg, "data.eval_batch_size")
     _int(cfg, "data.num_workers", lo=0)
@@ -154,14 +147,8 @@ def _text_dev_split(cfg: DictConfig, fmt: str) -> None:
         if fmt != "lareqa":
             raise ConfigError("data.dev.fraction", fraction, "a dev split needs data.train.format=lareqa (or null)")
         _int(cfg, "data.dev.seed", lo=0)
-    tokenize = _get(cfg, "data.tokenize", "lazy")
-    if tokenize not in TOKENIZE:
-        raise ConfigError("data.tokenize", tokenize, f"expected one of {', '.join(TOKENIZE)}")
-    validate_on = _get(cfg, "data.validate_on", "eval")
-    if validate_on not in VALIDATE_ON:
-        raise ConfigError("data.validate_on", validate_on, f"expected one of {', '.join(VALIDATE_ON)}")
-    if validate_on == "dev" and fraction is None:
-        raise ConfigError("data.validate_on", validate_on, "needs data.dev.fraction (the held-out share of the training data)")
+    check_tokenize(_get(cfg, "data.tokenize", "lazy"))
+    check_validate_on(_get(cfg, "data.validate_on", "eval"), fraction)
     _int(cfg, "data.eval.max_questions", allow_none=True)  # 0 is not "the full benchmark": null is
 
 
@@ -187,22 +174,11 @@ def _text_model(cfg: DictConfig) -> None:
     _int(cfg, "model.encoder.max_length", lo=8)
     train_layers = _int(cfg, "model.encoder.train_layers", allow_none=True)
     prefix_cache = _get(cfg, "model.encoder.prefix_cache", False)
-    if not isinstance(prefix_cache, bool):
-        raise ConfigError("model.encoder.prefix_cache", prefix_cache, "expected true or false")
-    if prefix_cache and train_layers is None:
-        raise ConfigError("model.encoder.prefix_cache", prefix_cache, "needs model.encoder.train_layers=k (the frozen prefix)")
-    dtype = _get(cfg, "model.encoder.prefix_cache_dtype", "fp16")
-    if dtype not in PREFIX_CACHE_DTYPES:
-        raise ConfigError("model.encoder.prefix_cache_dtype", dtype, "expected 'fp16' or 'fp32'")
-    pooling = _get(cfg, "model.encoder.pooling", "mean")
-    if pooling not in POOLINGS:
-        raise ConfigError("model.encoder.pooling", pooling, "expected 'mean' or 'cls'")
-    t = _get(cfg, "model.loss.temperature", 0.05)
-    if not isinstance(t, int | float) or t <= 0:
-        raise ConfigError("model.loss.temperature", t, "expected a positive number")
-    sim = _get(cfg, "model.loss.similarity", "cosine")
-    if sim not in SIMILARITIES:
-        raise ConfigError("model.loss.similarity", sim, "expected 'cosine' or 'dot'")
+    check_prefix_cache(prefix_cache, train_layers, _get(cfg, "model.encoder.prefix_cache_dtype", "fp16"))
+    check_pooling(_get(cfg, "model.encoder.pooling", "mean"))
+    lo, hi = _get(cfg, "model.loss.min_temperature", 0.01), _get(cfg, "model.loss.max_temperature", 1.0)
+    check_temperature(_get(cfg, "model.loss.temperature", 0.05), lo, hi)
+    check_similarity(_get(cfg, "model.loss.similarity", "cosine"))
     for flag in ("symmetric", "mask_duplicates", "learnable_temperature"):
         value = _get(cfg, f"model.loss.{flag}", False)
         if not isinstance(value, bool):
@@ -247,13 +223,11 @@ IMAGE_TEXT_FORMATS = ("jsonl", "xm3600", "synthetic")
 
 
 def _training_core(cfg: DictConfig, batch: int) -> int | None:
-    """The training core's keys, the same for every task (hybrid_retrieval/models/core.py); returns the chunk size."""
+    """The training core's keys, the same for every task (hybrid_retrieval/training/core.py); returns the chunk size."""
     chunk = _int(cfg, "model.grad_cache.chunk_size", allow_none=True)  # 0 is not "off": null is
     if chunk is not None and chunk > batch:
         raise ConfigError("model.grad_cache.chunk_size", chunk, f"expected <= data.batch_size ({batch}) or null")
-    nonfinite = _get(cfg, "model.nonfinite", "raise")
-    if nonfinite not in NONFINITE_POLICIES:
-        raise ConfigError("model.nonfinite", nonfinite, "expected 'raise' or 'skip'")
+    check_nonfinite(_get(cfg, "model.nonfinite", "raise"))
     return chunk
 
 
@@ -274,8 +248,8 @@ def _validate_image_text(cfg: DictConfig) -> None:
     chunk = _training_core(cfg, batch)
     tower = _get(cfg, "model.encoder.image_tower.name")
     norm = _get(cfg, "model.encoder.image_tower.norm", "batch")
-    if tower == SMALL_CNN and norm not in SMALL_CNN_NORMS:
-        raise ConfigError("model.encoder.image_tower.norm", norm, f"expected one of {', '.join(SMALL_CNN_NORMS)}")
+    if tower == SMALL_CNN:
+        check_norm(norm)
     if chunk is not None and tower == SMALL_CNN and norm == "batch" and not _get(cfg, "model.encoder.lock_image", False):
         raise ConfigError(
             "model.grad_cache.chunk_size",

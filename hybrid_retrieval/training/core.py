@@ -23,6 +23,7 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
+from hybrid_retrieval.common.errors import require_choice
 from hybrid_retrieval.models.distributed import all_ranks_true, average_gradients, gather_objects
 from hybrid_retrieval.models.grad_cache import Side, cached_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
@@ -34,6 +35,10 @@ NONFINITE_POLICIES = ("raise", "skip")
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+def check_nonfinite(value) -> None:
+    require_choice("model.nonfinite", value, NONFINITE_POLICIES, "expected 'raise' or 'skip'")
 
 
 class ContrastiveModule(L.LightningModule):
@@ -63,8 +68,7 @@ class ContrastiveModule(L.LightningModule):
         self.chunk_size = (grad_cache or {}).get("chunk_size")
         self.bucket_size = (grad_cache or {}).get("bucket_size")
         self.gradient_clip_val = gradient_clip_val
-        if nonfinite not in NONFINITE_POLICIES:
-            raise ValueError(f"model.nonfinite={nonfinite!r}: expected 'raise' or 'skip'")
+        check_nonfinite(nonfinite)
         self.nonfinite = nonfinite
         self.warmup_ratio = float(warmup_ratio)
         self.skipped_batches = 0

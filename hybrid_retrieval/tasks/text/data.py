@@ -5,30 +5,34 @@ Training: parallel items (LAReQA, JSONL, Parquet, Arrow, aligned files, a hub da
 example or once up front (the frozen-prefix cache).
 
 Validation: every question and candidate text of the evaluation benchmark is tokenized once; each
-rank encodes a contiguous, length-sorted shard; :class:`~hybrid_retrieval.callbacks.LareqaEvaluator`
+rank encodes a contiguous, length-sorted shard; :class:`~hybrid_retrieval.tasks.text.evaluators.LareqaEvaluator`
 gathers the embeddings and computes the LAReQA metrics.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from hybrid_retrieval.common.errors import ConfigError, ZeroShotError, require_choice
 from hybrid_retrieval.data.base import HybridBatchDataModule
 from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.item_store import HubDataset, ItemStore, build_store
 from hybrid_retrieval.data.lareqa import DevSplit, LareqaDataset, load_lareqa, split_dev, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
-from hybrid_retrieval.data.sampler import Example, ItemLanguages
-from hybrid_retrieval.errors import ConfigError, ZeroShotError
-from hybrid_retrieval.padding import pad_rows
+from hybrid_retrieval.data.sampler import ItemLanguages
+from hybrid_retrieval.tasks.text.batches import (
+    EvalCollator,
+    EvalTextDataset,
+    LazyPairDataset,
+    PairCollator,
+    PairDataset,
+    ShardedLengthSampler,
+    TokenizedView,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,130 +46,6 @@ TRAIN_FORMATS = ("lareqa", "jsonl", "parquet", "arrow", "aligned", "hub")
 #: When training texts are tokenized: per drawn example in the loader ("lazy", memory = the texts only) or all
 #: once in setup ("upfront"; always with the frozen-prefix cache, which needs every text's states).
 TOKENIZE = ("lazy", "upfront")
-
-
-@dataclass
-class TokenizedView:
-    """One (item, language) view as model rows: token-id lists, or prefix-state arrays with the prefix cache."""
-
-    query: list[int] | np.ndarray
-    positive: list[int] | np.ndarray
-    negatives: list
-    positive_key: int = -1  # text identity (equal text = equal key) for loss.mask_duplicates
-    negative_keys: tuple[int, ...] = ()
-
-
-class PairDataset(Dataset):
-    """Indexed by :class:`Example`: returns the tokenized (query, positive, negatives) of that setting."""
-
-    def __init__(self, tokenized: list[dict[str, TokenizedView]]):
-        self.tokenized = tokenized
-
-    def __len__(self) -> int:
-        return len(self.tokenized)
-
-    def __getitem__(self, ex: Example):
-        return ex, self.tokenized[ex.item][ex.query_lang].query, self.tokenized[ex.item][ex.passage_lang]
-
-
-def text_key(text: str) -> int:
-    """A stable 63-bit identity of a passage text (equal text, equal key): what loss.mask_duplicates compares."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
-
-
-class LazyPairDataset(Dataset):
-    """Indexed by :class:`Example` like :class:`PairDataset`, but tokenizes the example's texts when it is drawn:
-    nothing is tokenized up front, so memory holds the texts only (the batches and the first loss are the same as
-    with up-front tokenization: the same tokenizer call per text, keys equal exactly where texts are equal)."""
-
-    def __init__(self, items: list[ParallelItem], token_ids):
-        self.items, self.token_ids = items, token_ids
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, ex: Example):
-        views = self.items[ex.item].views
-        q, p = views[ex.query_lang], views[ex.passage_lang]
-        query = self.token_ids([q.query], "query")[0]
-        passages = self.token_ids([p.positive, *p.negatives], "passage")
-        view = TokenizedView(query, passages[0], passages[1:], text_key(p.positive), tuple(text_key(t) for t in p.negatives))
-        return ex, query, view
-
-
-class PairCollator:
-    """Pads queries, positives and exactly ``hard_negatives`` negatives per example.
-
-    An example with fewer negatives repeats its own; one with none borrows the next example's
-    positive (already an in-batch negative, so no false negative is introduced).
-    """
-
-    def __init__(self, pad_id: int, hard_negatives: int):
-        self.pad_id, self.k = pad_id, hard_negatives
-
-    def __call__(self, rows) -> dict:
-        examples = [r[0] for r in rows]
-        out = {
-            "query": pad_rows([r[1] for r in rows], self.pad_id),
-            "passage": pad_rows([r[2].positive for r in rows], self.pad_id),
-            "passage_keys": torch.tensor([r[2].positive_key for r in rows]),  # (B,) same text = same key
-            "items": [e.item for e in examples],  # item indices: what the sampler drew (tests, debugging)
-            "query_langs": [e.query_lang for e in examples],
-            "passage_langs": [e.passage_lang for e in examples],
-        }
-        if self.k > 0:
-            negs, keys = [], []
-            for i, (_, _, view) in enumerate(rows):
-                own = view.negatives
-                for j in range(self.k):
-                    if own:
-                        negs.append(own[j % len(own)])
-                        keys.append(view.negative_keys[j % len(own)] if view.negative_keys else -1)
-                    else:
-                        borrowed = rows[(i + 1) % len(rows)][2]
-                        negs.append(borrowed.positive)
-                        keys.append(borrowed.positive_key)
-            out["negative"] = pad_rows(negs, self.pad_id)
-            out["negative_keys"] = torch.tensor(keys)  # (B·k,)
-        return out
-
-
-class EvalTextDataset(Dataset):
-    """Unique evaluation texts (questions then candidates), indexed by position."""
-
-    def __init__(self, ids: list[list[int]]):
-        self.ids = ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int):
-        return i, self.ids[i]
-
-
-class ShardedLengthSampler:
-    """Batches of one rank's contiguous shard of ``lengths`` (longest first): each text encoded once overall."""
-
-    def __init__(self, lengths: list[int], batch_size: int, rank: int = 0, world_size: int = 1):
-        n = len(lengths)
-        per = -(-n // world_size)
-        shard = np.arange(rank * per, min(n, (rank + 1) * per))
-        order = shard[np.argsort([-lengths[i] for i in shard], kind="stable")]
-        self.batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return iter(self.batches)
-
-
-class EvalCollator:
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, rows) -> dict:
-        return {"index": torch.tensor([r[0] for r in rows]), "features": pad_rows([r[1] for r in rows], self.pad_id)}
 
 
 def _to_prefix_rows(encoder, tokenized: list[dict[str, TokenizedView]]) -> list[dict[str, TokenizedView]]:
@@ -184,7 +64,21 @@ def _to_prefix_rows(encoder, tokenized: list[dict[str, TokenizedView]]) -> list[
     return out
 
 
-class HybridDataModule(HybridBatchDataModule):
+def check_validate_on(value, dev_fraction) -> None:
+    require_choice("data.validate_on", value, VALIDATE_ON)
+    if value == "dev" and dev_fraction is None:
+        raise ConfigError("data.validate_on", value, "needs data.dev.fraction (the held-out share of the training data)")
+
+
+def check_tokenize(value) -> None:
+    require_choice("data.tokenize", value, TOKENIZE)
+
+
+def check_train_format(value) -> None:
+    require_choice("data.train.format", value, TRAIN_FORMATS)
+
+
+class TextDataModule(HybridBatchDataModule):
     def __init__(
         self,
         train: dict,
@@ -208,13 +102,9 @@ class HybridDataModule(HybridBatchDataModule):
         self.eval_batch_size = int(eval_batch_size)
         self.allow_overlap, self.strict = allow_overlap, strict
         self.dev_cfg = dict(dev or {})
-        if validate_on not in VALIDATE_ON:
-            raise ValueError(f"data.validate_on={validate_on!r}: expected one of {', '.join(VALIDATE_ON)}")
-        if validate_on == "dev" and self.dev_cfg.get("fraction") is None:
-            raise ValueError("data.validate_on=dev needs data.dev.fraction (the held-out share of the training data)")
+        check_validate_on(validate_on, self.dev_cfg.get("fraction"))
         self.validate_on = validate_on
-        if tokenize not in TOKENIZE:
-            raise ValueError(f"data.tokenize={tokenize!r}: expected one of {', '.join(TOKENIZE)}")
+        check_tokenize(tokenize)
         self.tokenize = tokenize
         self.dev_split: DevSplit | None = None  # the held-out articles of the training benchmark (data.dev)
         self.guard_reports: dict = {}  # "train_vs_eval" / "train_vs_dev": OverlapReport counts, for the job record
@@ -251,7 +141,7 @@ class HybridDataModule(HybridBatchDataModule):
         if fmt == "hub":
             source = HubDataset(str(cfg["path"]), cfg.get("config"), cfg.get("split") or "train", cfg.get("revision"))
             return build_store(source, languages)
-        raise ValueError(f"data.train.format={fmt!r}: expected one of {', '.join(TRAIN_FORMATS)}")
+        check_train_format(fmt)
 
     def item_languages(self):
         """What the sampler needs: the store's language matrix, or each item's languages."""
@@ -335,7 +225,7 @@ class HybridDataModule(HybridBatchDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.encoder is None:
-            raise RuntimeError("HybridDataModule.attach_encoder(model.encoder) must be called before setup")
+            raise RuntimeError("TextDataModule.attach_encoder(model.encoder) must be called before setup")
         self.preflight()
         if self.corpus is None:
             target = self.dev_split.dev if self.validate_on == "dev" else self.eval_dataset

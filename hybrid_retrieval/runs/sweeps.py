@@ -34,9 +34,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_retrieval.atomic import write_text_atomic
-from hybrid_retrieval.errors import ConfigError
-from hybrid_retrieval.paths import checkout_root, find_data_dir, project_root
+from hybrid_retrieval.common.atomic import write_text_atomic
+from hybrid_retrieval.common.errors import ConfigError
+from hybrid_retrieval.common.paths import checkout_root, find_data_dir, project_root
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The text retrieval task's LightningModule: a dual encoder (queries, passages, optional hard negatives) trained
-by the shared core (:class:`~hybrid_retrieval.models.core.ContrastiveModule`: gradient caching, gathered
+by the shared core (:class:`~hybrid_retrieval.training.core.ContrastiveModule`: gradient caching, gathered
 negatives, the non-finite policy, exact resume, the schedule). This module adds only what is text's own: how a
 batch becomes token sides, the duplicate-passage keys of the loss, frozen-prefix checkpoints, and how evaluation
 texts are embedded.
@@ -7,12 +7,13 @@ texts are embedded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from hybrid_retrieval.models.checkpoint import check_frozen_prefix
-from hybrid_retrieval.models.core import (
+from hybrid_retrieval.models.digest import tensor_digest
+from hybrid_retrieval.models.encoder import DualEncoder
+from hybrid_retrieval.models.grad_cache import Side, TextSide
+from hybrid_retrieval.training.core import (
     NONFINITE_POLICIES,
     ContrastiveModule,
     NonFiniteLossError,
@@ -20,35 +21,23 @@ from hybrid_retrieval.models.core import (
     optimizer_with_schedule,
     planned_steps,
 )
-from hybrid_retrieval.models.digest import tensor_digest
-from hybrid_retrieval.models.encoder import DualEncoder
-from hybrid_retrieval.models.grad_cache import Side, TextSide
-from hybrid_retrieval.models.loss import InfoNCELoss
 
 # Names configs and callers import from here (conf/model/*.yaml: linear_warmup_decay); they live in the core.
 __all__ = [
     "NONFINITE_POLICIES",
-    "HybridRetrievalModule",
     "NonFiniteLossError",
+    "TextRetrievalModule",
     "linear_warmup_decay",
     "optimizer_with_schedule",
     "planned_steps",
 ]
 
 
-class HybridRetrievalModule(ContrastiveModule):
-    def __init__(
-        self,
-        encoder: DualEncoder,
-        loss: InfoNCELoss,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: Callable[..., object] | None = None,
-        grad_cache: dict | None = None,
-        gradient_clip_val: float | None = 1.0,
-        nonfinite: str = "raise",
-        warmup_ratio: float = 0.1,
-    ):
-        super().__init__(encoder, loss, optimizer, scheduler, grad_cache, gradient_clip_val, nonfinite, warmup_ratio)
+class TextRetrievalModule(ContrastiveModule):
+    def __init__(self, encoder: DualEncoder, *args, **kwargs):
+        """``encoder`` and the core's arguments (:class:`ContrastiveModule`: loss, optimizer, scheduler, grad_cache,
+        gradient_clip_val, nonfinite, warmup_ratio)."""
+        super().__init__(encoder, *args, **kwargs)
         # Frozen-prefix runs checkpoint only what trains (+ optimizer): the frozen weights are the base
         # model's, identified by a digest that loading checks (so Lightning must not demand those keys).
         self._frozen_keys = [f"encoder.{n}" for n in encoder.frozen_state_names()]
@@ -105,7 +94,7 @@ class HybridRetrievalModule(ContrastiveModule):
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeds one batch of evaluation texts; returns (text indices (b,), embeddings (b, dim)) on the CPU,
-        which :class:`~hybrid_retrieval.callbacks.LareqaEvaluator` collects and scores."""
+        which :class:`~hybrid_retrieval.tasks.text.evaluators.LareqaEvaluator` collects and scores."""
         dm = self.trainer.datamodule
         index = batch["index"]  # (b,)
         n_q = dm.n_eval_queries

@@ -2,7 +2,7 @@
 expected>``, exit code 2, no traceback (it goes to the run's log file where there is one;
 ``HYBRID_RETRIEVAL_DEBUG=1`` re-raises instead). Anything else is a bug and keeps its traceback.
 
-User errors: :class:`hybrid_retrieval.errors.UserError` (bad data, config, checkpoints, downloads, sampler
+User errors: :class:`hybrid_retrieval.common.errors.UserError` (bad data, config, checkpoints, downloads, sampler
 feasibility, the zero-shot guard), Hydra's errors for user overrides (unknown keys, unknown group options,
 syntax), config values left missing (``???``), Lightning's own checks of trainer arguments, missing files and
 unavailable devices.
@@ -22,7 +22,7 @@ from pathlib import Path
 from hydra import errors as hydra_errors
 from omegaconf import errors as omegaconf_errors
 
-from hybrid_retrieval.errors import UserError
+from hybrid_retrieval.common.errors import UserError
 
 DEBUG_ENV = "HYBRID_RETRIEVAL_DEBUG"
 EXIT_USER_ERROR = 2

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from hybrid_retrieval.atomic import atomic_directory
-from hybrid_retrieval.paths import cache_root
+from hybrid_retrieval.common.atomic import atomic_directory
+from hybrid_retrieval.common.paths import cache_root
 
 log = logging.getLogger(__name__)
 

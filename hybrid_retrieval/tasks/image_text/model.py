@@ -25,11 +25,11 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 
-from hybrid_retrieval.data.image_text import load_image, simple_preprocess
-from hybrid_retrieval.models.core import ContrastiveModule
+from hybrid_retrieval.common.errors import require_choice
 from hybrid_retrieval.models.encoder import DualEncoder, from_pretrained_or_explain
 from hybrid_retrieval.models.grad_cache import Side
-from hybrid_retrieval.models.loss import InfoNCELoss
+from hybrid_retrieval.tasks.image_text.data import load_image, simple_preprocess
+from hybrid_retrieval.training.core import ContrastiveModule
 
 SMALL_CNN = "small_cnn"
 SMALL_CNN_NORMS = ("batch", "group", "none")
@@ -37,6 +37,10 @@ SMALL_CNN_NORMS = ("batch", "group", "none")
 
 def _from_pretrained(loader, key: str, name: str, **kwargs):
     return from_pretrained_or_explain(loader.from_pretrained, key, name, "; use a cached hub name or a local path", **kwargs)
+
+
+def check_norm(value) -> None:
+    require_choice("model.encoder.image_tower.norm", value, SMALL_CNN_NORMS)
 
 
 class SmallConvNet(nn.Module):
@@ -49,8 +53,7 @@ class SmallConvNet(nn.Module):
         super().__init__()
         if image_size % 8:
             raise ValueError(f"image_size={image_size}: expected a multiple of 8 for the small CNN")
-        if norm not in SMALL_CNN_NORMS:
-            raise ValueError(f"model.encoder.image_tower.norm={norm!r}: expected one of {', '.join(SMALL_CNN_NORMS)}")
+        check_norm(norm)
         layers, c = [], 3
         for w in (width, 2 * width, 4 * width):
             layer = {"batch": lambda w=w: nn.BatchNorm2d(w), "group": lambda w=w: nn.GroupNorm(8, w), "none": nn.Identity}
@@ -280,19 +283,10 @@ class ImageTextModule(ContrastiveModule):
     by the shared core (gradient caching, gathered negatives, the non-finite policy, exact resume): this class says
     only how a batch becomes image and caption sides and their loss, and how evaluation images are embedded."""
 
-    def __init__(
-        self,
-        encoder: ImageTextEncoder,
-        loss: InfoNCELoss,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: Callable[..., object] | None = None,
-        text_pair_weight: float = 0.0,
-        warmup_ratio: float = 0.1,
-        gradient_clip_val: float | None = 1.0,
-        grad_cache: dict | None = None,
-        nonfinite: str = "raise",
-    ):
-        super().__init__(encoder, loss, optimizer, scheduler, grad_cache, gradient_clip_val, nonfinite, warmup_ratio)
+    def __init__(self, encoder: ImageTextEncoder, *args, text_pair_weight: float = 0.0, **kwargs):
+        """``encoder``, the core's arguments (:class:`ContrastiveModule`), and ``text_pair_weight``: the weight of the
+        caption X → caption Y loss (> 0 with ``data.text_pairs=true``)."""
+        super().__init__(encoder, *args, **kwargs)
         self.text_pair_weight = float(text_pair_weight)
         if self.chunk_size and encoder.trains_batch_norm():
             raise ValueError(

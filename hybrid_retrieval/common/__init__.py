@@ -1,0 +1,1 @@
+"""Plain helpers every layer may use (files, paths, errors, the console): they import nothing else of the package."""

@@ -1,0 +1,1 @@
+"""Image–text retrieval with multilingual captions: data module, encoder + LightningModule, evaluator."""

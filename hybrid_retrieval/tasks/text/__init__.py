@@ -1,0 +1,1 @@
+"""Text retrieval (LAReQA-style): data module, LightningModule, evaluators."""
