@@ -16,8 +16,8 @@ import pandas as pd
 
 from hybrid_retrieval.report.cli import main as report_main
 from hybrid_retrieval.report.collect import extra_overrides_of
-from hybrid_retrieval.report.markdown import STRATEGIES, TABLE_METRICS, _digits, _fmt
 from hybrid_retrieval.report.stats import one_job_band, pooled_seed_noise, t_quantile_975
+from hybrid_retrieval.report.tables import STRATEGIES, TABLE_METRICS, _digits, _fmt
 
 
 def alpha_stability(ok: pd.DataFrame, is_main: pd.Series, main_layers: str, out: Path | None = None) -> list[str]:
