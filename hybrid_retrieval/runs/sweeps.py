@@ -169,9 +169,25 @@ def git_commit(root: str | Path) -> str:
         return "unknown"
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo): float results of a CPU run can differ across CPU models."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> dict:
+    """What ran a job; ``cpu_model`` and ``cpu_kernels`` (torch's CPU instruction set, e.g. AVX512) because the same
+    command gives slightly different numbers on different CPUs (docs/results/image_text_synthetic/README.md)."""
     return {
         "host_cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -132,8 +132,11 @@ class ShardedLengthSampler:
 
 
 class EvalCollator:
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    """Pads evaluation rows; rows below ``n_queries`` are questions (encoded as queries), the rest candidates."""
+
+    def __init__(self, pad_id: int, n_queries: int):
+        self.pad_id, self.n_queries = pad_id, int(n_queries)
 
     def __call__(self, rows) -> dict:
-        return {"index": torch.tensor([r[0] for r in rows]), "features": pad_rows([r[1] for r in rows], self.pad_id)}
+        index = torch.tensor([r[0] for r in rows])  # (b,)
+        return {"index": index, "is_query": index < self.n_queries, "features": pad_rows([r[1] for r in rows], self.pad_id)}

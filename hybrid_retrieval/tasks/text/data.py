@@ -297,4 +297,9 @@ class TextDataModule(HybridBatchDataModule):
         world = self.trainer.world_size if self.trainer else 1
         sampler = ShardedLengthSampler([len(x) for x in self.eval_ids], self.eval_batch_size, rank, world)
         pad = self.encoder.tokenizer.pad_token_id or 0
-        return DataLoader(EvalTextDataset(self.eval_ids), batch_sampler=sampler, collate_fn=EvalCollator(pad), num_workers=0)
+        return DataLoader(
+            EvalTextDataset(self.eval_ids),
+            batch_sampler=sampler,
+            collate_fn=EvalCollator(pad, self.n_eval_queries),
+            num_workers=0,
+        )

@@ -95,11 +95,8 @@ class TextRetrievalModule(ContrastiveModule):
     def validation_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeds one batch of evaluation texts; returns (text indices (b,), embeddings (b, dim)) on the CPU,
         which :class:`~hybrid_retrieval.tasks.text.evaluators.LareqaEvaluator` collects and scores."""
-        dm = self.trainer.datamodule
-        index = batch["index"]  # (b,)
-        n_q = dm.n_eval_queries
+        index, is_q = batch["index"], batch["is_query"]  # (b,), (b,) bool: questions are encoded as queries
         feats = batch["features"]
-        is_q = index < n_q
         emb = torch.empty((index.shape[0], self.encoder.dim), device=index.device)
         for kind, sel in (("query", is_q), ("passage", ~is_q)):
             if sel.any():
