@@ -69,3 +69,52 @@ def test_guard_verdicts_on_the_real_pair_are_the_references():
         assert got.counts["question_texts"] == len({reference(t) for t in texts} & ev_q)
         assert got.counts["answer_sentences"] == len(tr_s & ev_s)
     assert got.overlaps and got.counts["question_texts"] > 1000  # XQuAD-R against itself: the guard fires
+
+
+def _planted(tmp_path: Path):
+    """A LAReQA evaluation fixture and JSONL training items that overlap it on each of the four keys once, written
+    differently where normalisation must match them (full-width punctuation, case, Hindi / Thai combining marks)."""
+    import json
+
+    from tests.conftest import make_lareqa
+
+    evald = make_lareqa(tmp_path / "eval-r", languages=("en", "de"), n_articles=2, seed=2, prefix="ev")
+    from hybrid_retrieval.data.lareqa import load_lareqa
+
+    ev = load_lareqa(evald)
+    split = ev.splits["en"]
+    q0, c0 = split.questions[0], split.candidates[1]
+    rows = [
+        {"id": q0.qid, "langs": {"en": {"query": "unrelated question one", "positive": "unrelated answer one"}}},
+        {"id": "t1", "title": q0.title, "langs": {"de": {"query": "frage zwei", "positive": "antwort zwei"}}},
+        {"id": "t2", "langs": {"en": {"query": q0.text.upper() + "？", "positive": "unrelated answer three"}}},
+        {"id": "t3", "langs": {"en": {"query": "question four", "positive": "（" + c0.text + "）"}}},
+        {"id": "t4", "langs": {"hi": {"query": "हिन्दी में प्रश्न क्या है?", "positive": "ภาษาไทย ที่นี่ มี อะไร"}}},
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return path, ev
+
+
+def test_store_keys_are_computed_once_and_give_the_list_verdicts(tmp_path, monkeypatch):
+    """An item store's guard keys: the same counts, sizes and examples as the in-memory items, each planted overlap
+    found once; computed on the first check only (the second reads the cache: normalising again would fail)."""
+    from hybrid_retrieval.data import guard
+    from hybrid_retrieval.data.item_store import build_store
+    from hybrid_retrieval.data.pairs import load_jsonl_items
+
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    path, ev = _planted(tmp_path)
+    listed = check_zero_shot(load_jsonl_items(path), ev, "train")
+    assert listed.counts == {"question_ids": 1, "article_titles": 1, "question_texts": 1, "answer_sentences": 1}
+    store = build_store(path, root=tmp_path / "cache" / "items")
+    first = check_zero_shot(store, ev, "train")
+    assert (first.counts, first.sizes, first.examples) == (listed.counts, listed.sizes, listed.examples)
+    assert len([p for p in (tmp_path / "cache" / "guard").iterdir() if not p.name.startswith(".")]) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the training keys were normalised again")
+
+    monkeypatch.setattr(guard, "_keys_of_store", fail)
+    again = check_zero_shot(store, ev, "train")
+    assert (again.counts, again.sizes, again.examples) == (listed.counts, listed.sizes, listed.examples)

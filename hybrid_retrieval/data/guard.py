@@ -2,21 +2,34 @@
 
 Compares the training items with the evaluation dataset on four keys: question ids, article titles,
 normalised question texts and normalised answer sentences (positives vs. candidate sentences).
+
+The training side's keys are compared as 64-bit hashes of the (normalised) strings. For an item store they are
+computed once per store and normalisation version and kept in the cache beside it (``guard/{store key}-v{N}``): the
+next job, sweep job or DDP rank reads them instead of normalising every training text again (one process builds
+them; the others wait and read, as for the store itself). Counts and examples are those of the string sets (the
+examples are the evaluation side's strings; two different keys sharing a 64-bit hash is a 1e-8 chance at 1e6 keys).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import sys
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from hybrid_retrieval.common.cache_entry import ensure_entry
+from hybrid_retrieval.common.paths import cache_root
+from hybrid_retrieval.data.item_store import ROWS_PER_BATCH, ItemStore
 from hybrid_retrieval.data.lareqa import LareqaDataset
-from hybrid_retrieval.data.pairs import ParallelItem
 
+#: Bump when :func:`normalise` changes: cached training keys of another normalisation are then not reused.
+GUARD_KEYS_VERSION = 1
+KEYS = ("question_ids", "article_titles", "question_texts", "answer_sentences")
 _SEP = "\x00"  # joins a batch of texts into one string (NFKC never composes across it); texts holding it go one by one
 
 
@@ -90,25 +103,73 @@ class OverlapReport:
         return "\n".join(lines)
 
 
-def check_zero_shot(items: list[ParallelItem], eval_ds: LareqaDataset, train_name: str = "train") -> OverlapReport:
+def key_hashes(strings: Iterable[str]) -> np.ndarray:
+    """Sorted unique (n,) uint64: the first 8 bytes of each string's blake2b digest."""
+    digests = (hashlib.blake2b(x.encode("utf-8"), digest_size=8).digest() for x in strings)
+    return np.unique(np.fromiter((int.from_bytes(d, "little") for d in digests), dtype=np.uint64))
+
+
+def _keys_of_items(items) -> dict[str, np.ndarray]:
+    """The four keys of a list of items (or any iterable of :class:`ParallelItem`), hashed."""
+    items = list(items)
+    return {
+        "question_ids": key_hashes(it.item_id for it in items),
+        "article_titles": key_hashes(it.title for it in items if it.title),
+        "question_texts": key_hashes(normalise_all(v.query for it in items for v in it.views.values())),
+        "answer_sentences": key_hashes(normalise_all(v.positive for it in items for v in it.views.values())),
+    }
+
+
+def _keys_of_store(store: ItemStore) -> dict[str, np.ndarray]:
+    """The same, read column-wise from the store's Arrow table (no item objects) with a progress bar."""
+    from tqdm.auto import tqdm  # noqa: PLC0415 - the progress bar of a cold build only
+
+    qids, titles, questions, sentences = set(), set(), set(), set()
+    bar = tqdm(total=len(store), unit="item", unit_scale=True, desc="zero-shot guard keys", disable=None)
+    for start in range(0, len(store), ROWS_PER_BATCH):
+        chunk = store.table.select_columns(["id", "title", "query", "positive"])[start : start + ROWS_PER_BATCH]
+        qids.update(chunk["id"])
+        titles.update(t for t in chunk["title"] if t)
+        questions |= normalise_all(q for row in chunk["query"] for q in row)
+        sentences |= normalise_all(p for row in chunk["positive"] for p in row)
+        bar.update(len(chunk["id"]))
+    bar.close()
+    return dict(zip(KEYS, map(key_hashes, (qids, titles, questions, sentences)), strict=True))
+
+
+def train_keys(items) -> dict[str, np.ndarray]:
+    """The training side's four keys, hashed; for an :class:`ItemStore` built once per store and reused."""
+    if not isinstance(items, ItemStore):
+        return _keys_of_items(items)
+
+    def build(folder: Path) -> None:
+        np.savez(folder / "keys.npz", **_keys_of_store(items))
+
+    entry = ensure_entry(cache_root() / "guard" / f"{items.folder.name}-v{GUARD_KEYS_VERSION}", build, "zero-shot guard keys")
+    with np.load(entry / "keys.npz") as data:
+        return {k: data[k] for k in KEYS}
+
+
+def check_zero_shot(items, eval_ds: LareqaDataset, train_name: str = "train") -> OverlapReport:
+    """Overlaps of the training items (a list or an item store) with ``eval_ds`` on the four keys."""
     splits = list(eval_ds.splits.values())
-    ev_qids = {q.qid for split in splits for q in split.questions}
-    ev_titles = {q.title for split in splits for q in split.questions if q.title}
-    ev_q = normalise_all(q.text for split in splits for q in split.questions)
-    ev_s = normalise_all(c.text for split in splits for c in split.candidates)
-    tr_qids = {it.item_id for it in items}
-    tr_titles = {it.title for it in items if it.title}
-    tr_q = normalise_all(v.query for it in items for v in it.views.values())
-    tr_s = normalise_all(v.positive for it in items for v in it.views.values())
+    evald = {
+        "question_ids": {q.qid for split in splits for q in split.questions},
+        "article_titles": {q.title for split in splits for q in split.questions if q.title},
+        "question_texts": normalise_all(q.text for split in splits for q in split.questions),
+        "answer_sentences": normalise_all(c.text for split in splits for c in split.candidates),
+    }
+    train = train_keys(items)
     report = OverlapReport(train_name, eval_ds.name)
-    for key, tr, ev in (
-        ("question_ids", tr_qids, ev_qids),
-        ("article_titles", tr_titles, ev_titles),
-        ("question_texts", tr_q, ev_q),
-        ("answer_sentences", tr_s, ev_s),
-    ):
-        common = tr & ev
-        report.counts[key] = len(common)
-        report.sizes[key] = (len(tr), len(ev))
-        report.examples[key] = sorted(common)[:3]
+    for key in KEYS:
+        strings = sorted(evald[key])
+        hashes = np.fromiter(
+            (int.from_bytes(hashlib.blake2b(x.encode("utf-8"), digest_size=8).digest(), "little") for x in strings),
+            dtype=np.uint64,
+            count=len(strings),
+        )
+        common = np.isin(hashes, train[key])  # (n_eval,) an evaluation key that the training side has
+        report.counts[key] = int(common.sum())
+        report.sizes[key] = (len(train[key]), len(strings))
+        report.examples[key] = [x for x, c in zip(strings, common, strict=True) if c][:3]
     return report
