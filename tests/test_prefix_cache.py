@@ -87,7 +87,7 @@ def test_bad_train_layers_and_architecture(tiny_encoder_factory, xlmr_tokenizer)
 
     with pytest.raises(ValueError, match=r"model.encoder.train_layers=3: expected null or an integer in \[1, 2\]"):
         tiny_encoder_factory(train_layers=3)
-    with pytest.raises(ValueError, match=r"prefix_cache=true needs model\.encoder\.train_layers"):
+    with pytest.raises(ValueError, match=r"prefix_cache=True: needs model\.encoder\.train_layers"):
         tiny_encoder_factory(prefix_cache=True)
     distil = DistilBertModel(DistilBertConfig(vocab_size=100, dim=16, n_layers=2, n_heads=2, hidden_dim=32))
     with pytest.raises(ValueError, match=r"^model.encoder.train_layers: DistilBertModel is not a BERT/XLM-R-family"):

@@ -13,11 +13,31 @@ import logging
 from collections.abc import Callable, Hashable
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from hybrid_retrieval.data.sampler import HybridBatchSampler, ItemLanguages, sampling_record
 
 log = logging.getLogger(__name__)
+
+
+class ShardedLengthSampler:
+    """Batches of one rank's contiguous shard of ``lengths`` (longest first): each evaluation row encoded once over all
+    ranks (Lightning must not shard these: the trainer configs set ``use_distributed_sampler: false``). Rows of equal
+    length (e.g. images) stay in order."""
+
+    def __init__(self, lengths: list[int], batch_size: int, rank: int = 0, world_size: int = 1):
+        n = len(lengths)
+        per = -(-n // world_size)
+        shard = np.arange(rank * per, min(n, (rank + 1) * per))
+        order = shard[np.argsort([-lengths[i] for i in shard], kind="stable")]
+        self.batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
 
 
 class HybridBatchDataModule(L.LightningDataModule):

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hybrid_retrieval.common.errors import DataFormatError, ZeroShotError
 from hybrid_retrieval.common.paths import cache_root
-from hybrid_retrieval.data.base import HybridBatchDataModule
+from hybrid_retrieval.data.base import HybridBatchDataModule, ShardedLengthSampler
 from hybrid_retrieval.data.sampler import Example, ItemLanguages
 from hybrid_retrieval.tasks.image_text.synthetic import make_synthetic_shapes
 
@@ -330,7 +330,10 @@ class ImageTextDataModule(HybridBatchDataModule):
         def collate(rows):
             return torch.tensor([i for i, _ in rows]), self.preprocess([im for _, im in rows])
 
-        return DataLoader(_EvalImages(self.eval_items), batch_size=self.eval_batch_size, collate_fn=collate)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        # each rank its contiguous share of the images (the evaluator gathers them): no image twice under DDP
+        sampler = ShardedLengthSampler([0] * len(self.eval_items), self.eval_batch_size, rank, world)
+        return DataLoader(_EvalImages(self.eval_items), batch_sampler=sampler, collate_fn=collate)
 
     def eval_captions(self) -> tuple[list[str], list[int], list[str]]:
         """Every evaluation caption: (texts, image index, language), languages in sorted order."""

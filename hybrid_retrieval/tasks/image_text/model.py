@@ -16,6 +16,7 @@ a name that is not cached is one line naming the config key.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -47,7 +48,7 @@ class SmallConvNet(nn.Module):
     """Three conv blocks and a linear layer over the flattened map (positions matter, so no global pooling).
 
     ``norm``: ``batch`` (BatchNorm: statistics over the batch, so gradient caching cannot chunk it), ``group``
-    (GroupNorm, 8 groups: each image on its own) or ``none``."""
+    (GroupNorm, 8 groups or fewer in a narrower layer: each image on its own) or ``none``."""
 
     def __init__(self, image_size: int = 32, width: int = 32, out_dim: int = 256, norm: str = "batch"):
         super().__init__()
@@ -56,7 +57,11 @@ class SmallConvNet(nn.Module):
         check_norm(norm)
         layers, c = [], 3
         for w in (width, 2 * width, 4 * width):
-            layer = {"batch": lambda w=w: nn.BatchNorm2d(w), "group": lambda w=w: nn.GroupNorm(8, w), "none": nn.Identity}
+            layer = {
+                "batch": lambda w=w: nn.BatchNorm2d(w),
+                "group": lambda w=w: nn.GroupNorm(math.gcd(8, w), w),
+                "none": nn.Identity,
+            }
             layers += [nn.Conv2d(c, w, 3, padding=1), layer[norm](), nn.ReLU(), nn.MaxPool2d(2)]
             c = w
         self.features = nn.Sequential(*layers)
@@ -246,6 +251,13 @@ class ImageTextEncoder(nn.Module):
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.image_tower.preprocess(images)
 
+    def cached_features(self, kind: str) -> dict[str, torch.Tensor]:
+        """A locked tower's cached outputs (``image`` / ``text``), on the CPU (what a checkpoint keeps)."""
+        return {k: v.cpu() for k, v in self._cache[kind].items()}
+
+    def restore_features(self, kind: str, cached: dict[str, torch.Tensor], device) -> None:
+        self._cache[kind].update({k: v.to(device) for k, v in cached.items()})
+
     def trains_batch_norm(self) -> bool:
         """Does a trained tower normalise over the batch (BatchNorm)? Then chunked encoding changes the outputs."""
         towers = [t for t, locked in ((self.image_tower, self.lock_image), (self.text_tower, self.lock_text)) if not locked]
@@ -348,6 +360,18 @@ class ImageTextModule(ContrastiveModule):
 
     def batch_languages(self, batch: dict) -> dict[str, list[str]]:
         return {"caption langs": batch["caption_langs"]}
+
+    # A locked text tower's outputs are cached per caption as first computed, padded with the other captions of that
+    # batch: the same caption computed in another batch differs in the last bits. The cache therefore travels with the
+    # checkpoint, so a resumed run uses the values the uninterrupted run had (a locked image tower's cache is rebuilt
+    # identically by on_fit_start).
+    def checkpoint_state(self) -> dict:
+        return {"text_cache": self.encoder.cached_features("text")}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        cached = (checkpoint.get("hybrid_retrieval") or {}).get("text_cache") or {}
+        self.encoder.restore_features("text", cached, self.device)
 
     def is_monolingual(self, batch: dict) -> bool:
         return len(set(batch["caption_langs"])) == 1

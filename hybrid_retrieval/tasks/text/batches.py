@@ -114,23 +114,6 @@ class EvalTextDataset(Dataset):
         return i, self.ids[i]
 
 
-class ShardedLengthSampler:
-    """Batches of one rank's contiguous shard of ``lengths`` (longest first): each text encoded once overall."""
-
-    def __init__(self, lengths: list[int], batch_size: int, rank: int = 0, world_size: int = 1):
-        n = len(lengths)
-        per = -(-n // world_size)
-        shard = np.arange(rank * per, min(n, (rank + 1) * per))
-        order = shard[np.argsort([-lengths[i] for i in shard], kind="stable")]
-        self.batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return iter(self.batches)
-
-
 class EvalCollator:
     """Pads evaluation rows; rows below ``n_queries`` are questions (encoded as queries), the rest candidates."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from hybrid_retrieval.common.errors import ConfigError, ZeroShotError, require_choice
-from hybrid_retrieval.data.base import HybridBatchDataModule
+from hybrid_retrieval.data.base import HybridBatchDataModule, ShardedLengthSampler
 from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.item_store import HubDataset, ItemStore, build_store
@@ -30,7 +30,6 @@ from hybrid_retrieval.tasks.text.batches import (
     LazyPairDataset,
     PairCollator,
     PairDataset,
-    ShardedLengthSampler,
     TokenizedView,
 )
 
