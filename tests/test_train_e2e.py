@@ -68,6 +68,11 @@ def test_train_cli_single_process(tiny_data, tiny_model_dir, tmp_path):
         assert key in m, key
     assert 0.0 < m["val/multi/map"] <= 1.0
     assert Path(summary["best_checkpoint"]).exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
+    finished = proc.stdout.split("run finished", 1)[1]  # the console's headline: the LAReQA macro numbers
+    for key in ("val/mono/map", "val/cross/map", "val/multi/map", "val/multi/rank_distance", "val/multi/map_best"):
+        assert f"  {key} " in finished, finished
+    record = json.loads((run_dir / "result.json").read_text())  # the job record keeps every language pair
+    assert record["pairs"]["en-de"]["map"] == pytest.approx(m["val/en-de/map"]) and "rank_distance" in record["pairs"]["fr-all"]
     assert (run_dir / "eval" / "epoch001.json").exists()
     assert (run_dir / "csv").exists()
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "logs").exists()

@@ -75,6 +75,23 @@ class LareqaEvaluator(EmbeddingEvaluator):
             f"{self.prefix} mAP (query → candidate language)",
         )
 
+    def headline(self, metrics: dict[str, float]) -> dict[str, float]:
+        p = f"{self.prefix}/"
+        return {
+            k: v
+            for k, v in metrics.items()
+            if k.startswith(p) and k.count("/") == 2 and k.split("/")[1] in ("mono", "cross", "multi") and "mean_rank" not in k
+        }
+
+    def pairs_record(self) -> dict:
+        result, pairs = self.last, {}
+        if result is not None:
+            for i, x in enumerate(result.languages):
+                for j, y in enumerate(result.languages):
+                    pairs[f"{x}-{y}"] = {m: float(result.pair[m][i, j]) for m in ("map", "r@1", "r@10")}
+                pairs[f"{x}-all"] = {m: float(result.multi[m][i]) for m in ("map", "r@1", "r@10", "rank_distance")}
+        return pairs
+
 
 class AdhocEvaluator(L.Callback):
     """A second validation set in the BEIR/MIRACL layout, evaluated each validation epoch.
