@@ -22,7 +22,6 @@ import numpy as np
 from hybrid_retrieval.common.console import ArgumentParser, user_errors
 from hybrid_retrieval.data.guard import check_zero_shot
 from hybrid_retrieval.data.lareqa import load_lareqa
-from hybrid_retrieval.data.sampler import ItemLanguages
 from hybrid_retrieval.tasks.text.data import TRAIN_FORMATS, TextDataModule
 
 
@@ -105,7 +104,6 @@ def _run(args: argparse.Namespace) -> None:
         print(load_lareqa(cfg["root"]).summary())
     dm.items = dm.load_train_items()
     table = dm.item_languages()
-    table = table if isinstance(table, ItemLanguages) else ItemLanguages.from_lists(table)
     counts = np.bincount(table.matrix.sum(1))
     cover = ", ".join(f"{k}: {v}" for k, v in enumerate(counts) if v)
     print(f"{table.matrix.shape[0]} parallel items; languages per item: {cover}")

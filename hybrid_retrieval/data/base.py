@@ -55,7 +55,7 @@ class HybridBatchDataModule(L.LightningDataModule):
         self.train_sampler: HybridBatchSampler | None = None  # this rank's, made by train_dataloader
 
     # ------------------------------------------------------------------ task hooks
-    def item_languages(self) -> ItemLanguages | list[list[str]]:
+    def item_languages(self) -> ItemLanguages:
         """Each training item's languages (what the sampler draws from)."""
         raise NotImplementedError
 

@@ -103,10 +103,15 @@ class OverlapReport:
         return "\n".join(lines)
 
 
-def key_hashes(strings: Iterable[str]) -> np.ndarray:
-    """Sorted unique (n,) uint64: the first 8 bytes of each string's blake2b digest."""
+def string_hashes(strings: Iterable[str]) -> np.ndarray:
+    """(n,) uint64 in input order: the first 8 bytes of each string's blake2b digest."""
     digests = (hashlib.blake2b(x.encode("utf-8"), digest_size=8).digest() for x in strings)
-    return np.unique(np.fromiter((int.from_bytes(d, "little") for d in digests), dtype=np.uint64))
+    return np.fromiter((int.from_bytes(d, "little") for d in digests), dtype=np.uint64)
+
+
+def key_hashes(strings: Iterable[str]) -> np.ndarray:
+    """Sorted unique (n,) uint64 hashes of ``strings`` (:func:`string_hashes`)."""
+    return np.unique(string_hashes(strings))
 
 
 def _keys_of_items(items) -> dict[str, np.ndarray]:
@@ -163,12 +168,7 @@ def check_zero_shot(items, eval_ds: LareqaDataset, train_name: str = "train") ->
     report = OverlapReport(train_name, eval_ds.name)
     for key in KEYS:
         strings = sorted(evald[key])
-        hashes = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(x.encode("utf-8"), digest_size=8).digest(), "little") for x in strings),
-            dtype=np.uint64,
-            count=len(strings),
-        )
-        common = np.isin(hashes, train[key])  # (n_eval,) an evaluation key that the training side has
+        common = np.isin(string_hashes(strings), train[key])  # (n_eval,) an evaluation key that the training side has
         report.counts[key] = int(common.sum())
         report.sizes[key] = (len(train[key]), len(strings))
         report.examples[key] = [x for x, c in zip(strings, common, strict=True) if c][:3]

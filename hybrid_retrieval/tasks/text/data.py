@@ -142,11 +142,11 @@ class TextDataModule(HybridBatchDataModule):
             return build_store(source, languages)
         check_train_format(fmt)
 
-    def item_languages(self):
-        """What the sampler needs: the store's language matrix, or each item's languages."""
+    def item_languages(self) -> ItemLanguages:
+        """What the sampler needs: the store's language matrix, or that of the items in memory."""
         if isinstance(self.items, ItemStore):
             return self.items.languages_table
-        return [item.languages for item in self.items]
+        return ItemLanguages.from_lists([item.languages for item in self.items])
 
     def _train_lareqa(self) -> LareqaDataset:
         """The LAReQA training benchmark, minus its dev split when ``data.dev.fraction`` is set (loaded once)."""
@@ -210,7 +210,6 @@ class TextDataModule(HybridBatchDataModule):
     def _check_languages(self) -> None:
         """Training languages the evaluation set lacks are trained on but never scored: say so once."""
         table = self.item_languages()
-        table = table if isinstance(table, ItemLanguages) else ItemLanguages.from_lists(table)
         train_langs = [name for j, name in enumerate(table.names) if table.matrix[:, j].any()]
         target = self.dev_split.dev if self.validate_on == "dev" else self.eval_dataset
         unscored = [lang for lang in train_langs if lang not in target.languages]
