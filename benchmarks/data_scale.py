@@ -1,4 +1,16 @@
-"""The training data path at the paper's scale (issue #25): today's path vs the item store, side by side.
+"""The training data path at the paper's scale: the COMMAND a user runs (issue #45) and the loader alone (issue #25).
+
+``command`` (issue #45): ``python -m hybrid_retrieval.train +experiment=xquad_r data.train.format=jsonl
+data.train.path=<N items × 9 languages> data.eval.max_questions=50 logger=csv``, as a user starts it, from the
+process start to the first training step (the training core logs that moment with its peak RSS and the start-up
+phases: ``hybrid_retrieval.common.timing``); the benchmark stops the job there. Per N: **cold** (an empty data cache:
+the item store and the zero-shot guard's keys are built; the converted offline model is reused, it is not data),
+then **warm** (a second run: a sweep's next job). Peak RSS is reported above the model's: a child that imports the
+same modules and instantiates the same ``model`` config, nothing else.
+
+    python benchmarks/data_scale.py command --items 100000 1000000       # the issue's table (~10 min on 2 cores)
+
+``loader`` (issue #25): today's path vs the item store, side by side.
 
 Synthetic parallel data (the generator below): N items × 9 languages, one query and one positive per language
 (about 8 and 20 words), written as this project's JSONL. Per N, each measurement in its own subprocess (peak RSS =
@@ -18,8 +30,8 @@ Corpus side: ``encode_to_shards`` of 50k and 200k synthetic passages (a tiny ran
 timing is the data path's, not the model's), peak RSS of each, and an encode killed after its second shard
 that resumes with only the missing shards (the shards written by the second call are printed).
 
-    python benchmarks/data_scale.py --items 10000 100000 1000000      # the issue's table (~1 h on 2 cores)
-    python benchmarks/data_scale.py --items 2000 --corpus 5000 20000  # a quick look
+    python benchmarks/data_scale.py loader --items 10000 100000 1000000      # issue #25's table (~1 h on 2 cores)
+    python benchmarks/data_scale.py loader --items 2000 --corpus 5000 20000  # a quick look
 
 Never run it while a sweep runs (2 cores: the numbers would be the sweep's).
 """
@@ -29,12 +41,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import resource
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 LANGS = ("ar", "de", "en", "es", "fr", "hi", "ru", "vi", "zh")
@@ -229,24 +245,139 @@ def run_child(*args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# ---------------------------------------------------------------------------------------------- the command (#45)
+REPO = Path(__file__).resolve().parents[1]
+COMMAND = [
+    "-m",
+    "hybrid_retrieval.train",
+    "+experiment=xquad_r",
+    "data.train.format=jsonl",
+    "data.eval.max_questions=50",
+    "logger=csv",
+]
+
+
+def data_cache(root: Path) -> Path:
+    """An empty data cache (no item stores, no guard keys) that shares the user's converted models."""
+    from hybrid_retrieval.common.paths import cache_root
+
+    root.mkdir(parents=True, exist_ok=True)
+    user = cache_root()
+    for entry in user.iterdir() if user.exists() else []:
+        if entry.name not in ("items", "guard") and not (root / entry.name).exists():
+            (root / entry.name).symlink_to(entry)
+    return root
+
+
+def run_command(path: Path, cache: Path, run_dir: Path, timeout: float) -> dict:
+    """Start the train command; at its first training step read the start-up record from its log, then stop it."""
+    from hybrid_retrieval.common.timing import FIRST_STEP_MARKER
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HYBRID_RETRIEVAL_CACHE": str(cache), "TQDM_DISABLE": "1"}
+    argv = [sys.executable, *COMMAND, f"data.train.path={path}", f"hydra.run.dir={run_dir}"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    tail: deque[str] = deque(maxlen=40)
+    record, verdict = None, None
+    try:
+        for line in proc.stdout:
+            tail.append(line)
+            if "verdict:" in line:
+                verdict = line.split("verdict:", 1)[1].strip()
+            if FIRST_STEP_MARKER in line:
+                wall = time.perf_counter() - t0
+                record = json.loads(line[line.index("{", line.index(FIRST_STEP_MARKER)) :])
+                record["wall_to_first_step_s"] = round(wall, 1)
+                break
+            if time.perf_counter() - t0 > timeout:
+                break
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if record is None:
+        raise SystemExit(f"no first training step within {timeout:.0f} s; the command's last lines:\n{''.join(tail)}")
+    record["guard_verdict"] = verdict
+    return record
+
+
+def model_only_mb() -> float:
+    """Peak RSS of a process that imports the train command and instantiates its ``model`` config (no data)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import hybrid_retrieval.train  # noqa: F401 - the command's imports, as in the measured runs
+    from hybrid_retrieval.common.paths import CONFIG_DIR
+    from hybrid_retrieval.common.timing import peak_rss_mb
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train.yaml", overrides=["+experiment=xquad_r"])
+    instantiate(cfg.model)
+    return peak_rss_mb()
+
+
+def command_table(items: list[int], workdir: Path, timeout: float) -> None:
+    from hybrid_retrieval.common.timing import peak_rss_mb  # noqa: F401 - fail early if the package is missing
+
+    model_mb = run_child("model")["mb"]
+    print(f"model only (imports + the xquad_r model config): peak RSS {model_mb:.0f} MB")
+    print("| items × 9 languages | cache | to the first step | peak RSS (above the model's) | phases (s) | guard |")
+    print("|---|---|---|---|---|---|")
+    for n in items:
+        path = workdir / f"train{n}.jsonl"
+        if not path.exists():
+            generate(path, n)
+        cache = workdir / f"cache{n}"
+        shutil.rmtree(cache, ignore_errors=True)
+        data_cache(cache)
+        for state in ("cold", "warm"):
+            r = run_command(path, cache, workdir / f"run{n}-{state}", timeout)
+            phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases_s"].items() if v >= 0.05)
+            print(
+                f"| {n:,} | {state} | {r['to_first_step_s']:.1f} s (wall {r['wall_to_first_step_s']:.1f} s) | "
+                f"{r['peak_rss_mb']:.0f} MB ({r['peak_rss_mb'] - model_mb:+.0f}) | {phases} | {r['guard_verdict']} |",
+                flush=True,
+            )
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--items", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--corpus", type=int, nargs="*", default=[50_000, 200_000])
-    ap.add_argument("--list-max", type=int, default=100_000, help="largest N for today's path (it needs ~23 MB / 1k items)")
-    ap.add_argument("--map-max", type=int, default=100_000, help="largest N for the map(num_proc) tokenization")
-    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        kind, *rest = args.child
+    if sys.argv[1:2] == ["--child"]:
+        kind, *rest = sys.argv[2:]
         if kind == "step":
             print(json.dumps({"ms": step_ms()}))
+        elif kind == "model":
+            print(json.dumps({"mb": model_only_mb()}))
+        elif kind == "corpus":
+            print(json.dumps(corpus_child(int(rest[0]), rest[1], resume=rest[2:] == ["resume"])))
         else:
-            if kind == "corpus":
-                print(json.dumps(corpus_child(int(rest[0]), rest[1], resume=rest[2:] == ["resume"])))
-            else:
-                print(json.dumps(child(kind, *rest)))
+            print(json.dumps(child(kind, *rest)))
         return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    cmd = sub.add_parser("command", help="the train command to its first step, cold and warm (issue #45)")
+    cmd.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
+    cmd.add_argument("--workdir", type=Path, help="keep the generated files here (reused across runs); default: a temp dir")
+    cmd.add_argument("--timeout", type=float, default=900, help="seconds allowed to reach the first step, per run")
+    loader = sub.add_parser("loader", help="the data path alone: list vs item store vs map (issue #25)")
+    loader.add_argument("--items", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
+    loader.add_argument("--corpus", type=int, nargs="*", default=[50_000, 200_000])
+    loader.add_argument("--list-max", type=int, default=100_000, help="largest N for the list path (~23 MB / 1k items)")
+    loader.add_argument("--map-max", type=int, default=100_000, help="largest N for the map(num_proc) tokenization")
+    args = ap.parse_args()
+    if args.what == "command":
+        if args.workdir is not None:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            command_table(args.items, args.workdir.resolve(), args.timeout)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                command_table(args.items, Path(tmp), args.timeout)
+        return
+    loader_table(args)
+
+
+def loader_table(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         step = run_child("step")["ms"]  # in a child too: Linux keeps a process's peak RSS across exec, so the parent stays small

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from hybrid_retrieval.common.console import exit_on_user_error, install_hydra_error_handler, remove_unused_run_dir, user_message
 from hybrid_retrieval.common.errors import ConfigError
 from hybrid_retrieval.common.paths import CONFIG_DIR
+from hybrid_retrieval.common.timing import phase, record_process_start
 from hybrid_retrieval.models.checkpoint import check_checkpoint
 from hybrid_retrieval.runs import sweeps
 from hybrid_retrieval.runs.config_check import validate_config
@@ -47,6 +48,7 @@ def train(cfg: DictConfig) -> float | None:
     """Fit one configuration; returns ``cfg.optimized_metric`` (for Hydra sweepers) or None."""
 
     quiet_console()  # after importing lightning: it may have added its own console handler
+    record_process_start()
 
     validate_config(cfg)
     sweeps.check_ddp_launcher(cfg)
@@ -80,7 +82,8 @@ def train(cfg: DictConfig) -> float | None:
             log.warning("resume=true but %s does not exist: starting from scratch", last)
     if ckpt_path is not None:  # before the model loads: a file whose unpickling would import code is refused unopened
         check_checkpoint(ckpt_path)
-    model = instantiate(cfg.model)
+    with phase("model load"):
+        model = instantiate(cfg.model)
     datamodule.attach_encoder(model.encoder)
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
@@ -207,6 +210,7 @@ def job_record(cfg, key, model, datamodule, trainer, metrics, started, wall_time
         "max_length": OmegaConf.select(cfg, "model.encoder.max_length", default=None),
         "steps": int(trainer.global_step),
         "skipped_batches": int(getattr(model, "skipped_batches", 0)),
+        "startup": getattr(model, "startup", None),  # seconds and peak RSS to the first step, per phase
         "sampling": datamodule.sampling_record(int(trainer.global_step)),
         **datamodule.split_record(int(trainer.global_step)),
         "metrics": metrics,

@@ -118,3 +118,37 @@ def test_store_keys_are_computed_once_and_give_the_list_verdicts(tmp_path, monke
     monkeypatch.setattr(guard, "_keys_of_store", fail)
     again = check_zero_shot(store, ev, "train")
     assert (again.counts, again.sizes, again.examples) == (listed.counts, listed.sizes, listed.examples)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 2**64 - 1), max_size=40),
+    st.lists(st.integers(0, 2**64 - 1), max_size=40),
+)
+def test_sorted_contains_equals_isin(keys, values):
+    """The guard's lookup of evaluation hashes in the training side's sorted keys (binary search, not np.isin: that
+    re-sorts millions of training keys per check) — including values beyond the largest key and no keys at all."""
+    import numpy as np
+
+    from hybrid_retrieval.data.guard import sorted_contains
+
+    sorted_keys = np.unique(np.array(keys, dtype=np.uint64))
+    probe = np.array(values + keys[:5], dtype=np.uint64)
+    assert sorted_contains(sorted_keys, probe).tolist() == np.isin(probe, sorted_keys).tolist()
+
+
+def test_store_keys_read_across_record_batches_equal_the_list_verdicts(tmp_path, monkeypatch):
+    """A store written in record batches of 3 rows (a million-item store has 100 of 10,000): the guard reads it batch
+    by batch and finds every planted overlap, with the list path's counts and sizes."""
+    from hybrid_retrieval.data import item_store
+    from hybrid_retrieval.data.pairs import load_jsonl_items
+
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(item_store, "ROWS_PER_BATCH", 3)
+    path, ev = _planted(tmp_path)
+    store = item_store.build_store(path, root=tmp_path / "cache" / "items")
+    assert len(list(store.column_batches(["id"]))) == -(-len(store) // 3) > 1
+    listed = check_zero_shot(load_jsonl_items(path), ev, "train")
+    got = check_zero_shot(store, ev, "train")
+    assert (got.counts, got.sizes, got.examples) == (listed.counts, listed.sizes, listed.examples)
+    assert all(got.counts.values())

@@ -227,3 +227,23 @@ def test_inspect_data_reads_every_format_train_reads_and_describes_them_alike(tm
     # the same items in the same order: the same batches (aligned files hold them in id order, so only counts there)
     assert outputs["jsonl"] == outputs["parquet"] == outputs["arrow"]
     assert outputs["aligned"].splitlines()[0] == outputs["jsonl"].splitlines()[0]
+
+
+def test_a_store_written_in_small_record_batches_reads_back_whole(tmp_path, monkeypatch):
+    """Record batches of 7 rows (30 items: 5 batches, the last partial): iteration, column batches and the language
+    matrix (collected item by item while writing) equal the source's items."""
+    import numpy as np
+
+    from hybrid_retrieval.data import item_store
+
+    monkeypatch.setattr(item_store, "ROWS_PER_BATCH", 7)
+    src = _jsonl(tmp_path / "train.jsonl")
+    reference = load_jsonl_items(src)
+    store = build_store(src, root=tmp_path / "cache")
+    assert _flat(store) == _flat(reference)
+    batches = list(store.column_batches(["id", "langs"]))
+    assert [len(b["id"]) for b in batches] == [7, 7, 7, 7, 2]
+    assert [x for b in batches for x in b["langs"]] == [it.languages for it in reference]
+    table = store.languages_table
+    expected = np.array([[x in it.languages for x in table.names] for it in reference])
+    assert table.names == LANGS and np.array_equal(table.matrix, expected)

@@ -240,3 +240,16 @@ def test_batches_equal_the_recorded_ones_of_the_list_based_sampler():
             for epoch, expected in enumerate(case["epochs"]):
                 s.set_epoch(epoch)
                 assert [[[e.item, e.query_lang, e.passage_lang] for e in b] for b in s] == expected, case["config"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["zh", "ar", "en", "de", "hi"]), unique=True, max_size=5), max_size=30))
+def test_item_languages_built_item_by_item_is_the_membership_matrix(item_languages):
+    """Columns are the sorted languages seen (whatever order they first appear in), rows the items (an item with no
+    language is an all-false row)."""
+    from hybrid_retrieval.data.sampler import ItemLanguages
+
+    table = ItemLanguages.from_lists(item_languages)
+    names = tuple(sorted({x for langs in item_languages for x in langs}))
+    assert table.names == names and table.matrix.shape == (len(item_languages), len(names))
+    assert table.matrix.tolist() == [[x in langs for x in names] for langs in item_languages]

@@ -73,6 +73,11 @@ def test_train_cli_single_process(tiny_data, tiny_model_dir, tmp_path):
         assert f"  {key} " in finished, finished
     record = json.loads((run_dir / "result.json").read_text())  # the job record keeps every language pair
     assert record["pairs"]["en-de"]["map"] == pytest.approx(m["val/en-de/map"]) and "rank_distance" in record["pairs"]["fr-all"]
+    startup = record["startup"]  # the time to the first step, per phase (all before it, none overlapping)
+    phases = startup["phases_s"]
+    assert {"imports and config", "evaluation data", "training items", "zero-shot guard", "sampler", "model load"} <= set(phases)
+    assert 0 < sum(phases.values()) <= startup["to_first_step_s"] + 0.1 and startup["peak_rss_mb"] > 100
+    assert "first training step starts after" in proc.stdout + proc.stderr
     assert (run_dir / "eval" / "epoch001.json").exists()
     assert (run_dir / "csv").exists()
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "logs").exists()

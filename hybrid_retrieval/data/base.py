@@ -16,6 +16,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from hybrid_retrieval.common.timing import phase
 from hybrid_retrieval.data.sampler import HybridBatchSampler, ItemLanguages, sampling_record
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,15 @@ class HybridBatchDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ sampling
     def make_sampler(self, rank: int = 0, world_size: int = 1) -> HybridBatchSampler:
-        return HybridBatchSampler(
-            self.item_languages(),
-            batch_size=self.batch_size,
-            seed=self.seed,
-            rank=rank,
-            world_size=world_size,
-            **self.sampler_options(),
-        )
+        with phase("sampler"):
+            return HybridBatchSampler(
+                self.item_languages(),
+                batch_size=self.batch_size,
+                seed=self.seed,
+                rank=rank,
+                world_size=world_size,
+                **self.sampler_options(),
+            )
 
     def train_batches_per_epoch(self, world_size: int = 1) -> int:
         """Steps per epoch, without building a DataLoader (the LR schedule needs it before a resume)."""

@@ -16,6 +16,7 @@ holds, how an evaluation batch becomes embeddings. Everything else is here, once
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 
@@ -24,6 +25,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from hybrid_retrieval.common.errors import require_choice
+from hybrid_retrieval.common.timing import FIRST_STEP_MARKER, first_step_record
 from hybrid_retrieval.models.distributed import all_ranks_true, average_gradients, gather_objects
 from hybrid_retrieval.models.grad_cache import Side, cached_backward
 from hybrid_retrieval.models.loss import InfoNCELoss
@@ -79,6 +81,7 @@ class ContrastiveModule(L.LightningModule):
         self._pending_rng: dict | None = None
         self._rng_at_epoch_start = False
         self.resumed_from_step: int | None = None  # the checkpoint's step when fit resumed one (job records say so)
+        self.startup: dict | None = None  # time and memory to the first training step (common.timing), for the record
 
     # ------------------------------------------------------------------ task hooks
     def sides(self, batch: dict) -> list[Side]:
@@ -148,6 +151,9 @@ class ContrastiveModule(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self._pending_rng is not None:  # mid-epoch: after the resumed epoch's iterator was made, as before
             self._restore_rng()
+        if self.startup is None:
+            self.startup = first_step_record()
+            log.info("%s after %.1f s: %s", FIRST_STEP_MARKER, self.startup["to_first_step_s"], json.dumps(self.startup))
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from hybrid_retrieval.common.errors import ConfigError, ZeroShotError, require_choice
+from hybrid_retrieval.common.timing import phase
 from hybrid_retrieval.data.base import HybridBatchDataModule, ShardedLengthSampler
 from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.data.guard import check_zero_shot
@@ -188,7 +189,8 @@ class TextDataModule(HybridBatchDataModule):
         batches. Idempotent; :meth:`setup` calls it too."""
         if self.eval_dataset is None:
             cfg = self.eval_cfg
-            self.eval_dataset = load_lareqa(cfg["root"], cfg.get("languages"), name=cfg.get("name"), strict=self.strict)
+            with phase("evaluation data"):
+                self.eval_dataset = load_lareqa(cfg["root"], cfg.get("languages"), name=cfg.get("name"), strict=self.strict)
             if cfg.get("max_questions") is not None:  # 0 is rejected by the config check, never "all"
                 self.eval_dataset = subsample_questions(self.eval_dataset, int(cfg["max_questions"]), seed=0)
                 log.warning(
@@ -197,14 +199,18 @@ class TextDataModule(HybridBatchDataModule):
             if self.dev_cfg.get("fraction") is not None:
                 if self.train_cfg.get("format", "lareqa") != "lareqa":
                     raise ConfigError("data.dev.fraction", self.dev_cfg["fraction"], "a dev split needs data.train.format=lareqa")
-                self._train_lareqa()
+                with phase("dev split"):
+                    self._train_lareqa()
         if self.items is None:
-            items = self.load_train_items()
+            with phase("training items"):
+                items = self.load_train_items()
             self.items = items
-            self._guard("train_vs_eval", self.eval_dataset)
-            if self.dev_split is not None:
-                self._guard("train_vs_dev", self.dev_split.dev)
-            self._check_languages()
+            with phase("zero-shot guard"):
+                self._guard("train_vs_eval", self.eval_dataset)
+                if self.dev_split is not None:
+                    self._guard("train_vs_dev", self.dev_split.dev)
+            with phase("language check"):
+                self._check_languages()
             self.make_sampler(0, 1)  # raises SamplerError if the batches cannot be filled
 
     def _check_languages(self) -> None:
@@ -228,30 +234,36 @@ class TextDataModule(HybridBatchDataModule):
         if self.corpus is None:
             target = self.dev_split.dev if self.validate_on == "dev" else self.eval_dataset
             self.corpus = EvalCorpus.from_dataset(target, with_context=self.with_context)
-            q_ids = self.encoder.model_rows(self._tokenize(self.corpus.q_texts, "query"), "query", progress=True)
-            c_ids = self.encoder.model_rows(self._tokenize(self.corpus.c_texts, "passage"), "passage", progress=True)
+            with phase("evaluation tokenization"):
+                q_ids = self.encoder.model_rows(self._tokenize(self.corpus.q_texts, "query"), "query", progress=True)
+                c_ids = self.encoder.model_rows(self._tokenize(self.corpus.c_texts, "passage"), "passage", progress=True)
             self.eval_ids = q_ids + c_ids
             self.n_eval_queries = len(q_ids)
         if stage in (None, "fit") and not self.tokenized and self._upfront():
-            self.tokenized = []
-            text_keys: dict[str, int] = {}  # passage text -> key, in item order: the same on every rank
+            with phase("training tokenization (upfront)"):
+                self._tokenize_upfront()
 
-            def key(text: str) -> int:
-                return text_keys.setdefault(text, len(text_keys))
+    def _tokenize_upfront(self) -> None:
+        """Every training text's model rows, once (``data.tokenize=upfront`` or the frozen-prefix cache)."""
+        self.tokenized = []
+        text_keys: dict[str, int] = {}  # passage text -> key, in item order: the same on every rank
 
-            for item in self.items:
-                langs = list(item.views)
-                qs = self._tokenize([item.views[lg].query for lg in langs], "query")
-                ps = self._tokenize([item.views[lg].positive for lg in langs], "passage")
-                row = {}
-                for lg, q, p in zip(langs, qs, ps, strict=True):
-                    view = item.views[lg]
-                    negs = list(view.negatives)
-                    keys = tuple(key(t) for t in negs)
-                    row[lg] = TokenizedView(q, p, self._tokenize(negs, "passage"), key(view.positive), keys)
-                self.tokenized.append(row)
-            if getattr(self.encoder, "prefix_cache", False):
-                self.tokenized = _to_prefix_rows(self.encoder, self.tokenized)
+        def key(text: str) -> int:
+            return text_keys.setdefault(text, len(text_keys))
+
+        for item in self.items:
+            langs = list(item.views)
+            qs = self._tokenize([item.views[lg].query for lg in langs], "query")
+            ps = self._tokenize([item.views[lg].positive for lg in langs], "passage")
+            row = {}
+            for lg, q, p in zip(langs, qs, ps, strict=True):
+                view = item.views[lg]
+                negs = list(view.negatives)
+                keys = tuple(key(t) for t in negs)
+                row[lg] = TokenizedView(q, p, self._tokenize(negs, "passage"), key(view.positive), keys)
+            self.tokenized.append(row)
+        if getattr(self.encoder, "prefix_cache", False):
+            self.tokenized = _to_prefix_rows(self.encoder, self.tokenized)
 
     def _upfront(self) -> bool:
         """Tokenize every training text once in setup (the prefix cache needs every text's states up front)?"""
