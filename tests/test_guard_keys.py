@@ -152,3 +152,34 @@ def test_store_keys_read_across_record_batches_equal_the_list_verdicts(tmp_path,
     got = check_zero_shot(store, ev, "train")
     assert (got.counts, got.sizes, got.examples) == (listed.counts, listed.sizes, listed.examples)
     assert all(got.counts.values())
+
+
+def test_committed_job_records_guard_counts_are_recomputed_by_todays_guard():
+    """Every committed job record that names its guard counts: today's guard on the same training data (dev split
+    included) and evaluation set gives the same counts, so the published runs' zero-shot verdicts still hold."""
+    import json
+
+    from hybrid_retrieval.common.paths import find_data_dir
+    from hybrid_retrieval.data.lareqa import load_lareqa, split_dev
+    from hybrid_retrieval.data.pairs import items_from_lareqa
+    from tests.conftest import REPO
+
+    data = Path(find_data_dir(str(REPO)))
+    if not (data / "xquad-r").is_dir() or not (data / "mlqa-r").is_dir():
+        pytest.skip("needs ../shared/data (XQuAD-R and MLQA-R as published)")
+    cases: dict[tuple, dict] = {}
+    for path in (REPO / "docs" / "results").rglob("*.json"):
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and record.get("guard"):
+            dev = record.get("dev_split") or {}
+            cases.setdefault((record["train"], record["eval"], dev.get("fraction"), dev.get("seed")), record["guard"])
+    assert cases, "no committed record names its guard counts"
+    for (train_name, eval_name, fraction, seed), counts in cases.items():
+        train, evald = load_lareqa(data / train_name), load_lareqa(data / eval_name)
+        targets = {"train_vs_eval": evald}
+        if fraction is not None:
+            split = split_dev(train, float(fraction), seed=int(seed))
+            train, targets["train_vs_dev"] = split.train, split.dev
+        items = items_from_lareqa(train)
+        got = {name: dict(check_zero_shot(items, target, train_name).counts) for name, target in targets.items()}
+        assert got == counts, (train_name, eval_name, fraction)

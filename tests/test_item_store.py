@@ -247,3 +247,19 @@ def test_a_store_written_in_small_record_batches_reads_back_whole(tmp_path, monk
     table = store.languages_table
     expected = np.array([[x in it.languages for x in table.names] for it in reference])
     assert table.names == LANGS and np.array_equal(table.matrix, expected)
+
+
+def test_store_positive_and_the_sampling_record_equal_the_list_path(tmp_path):
+    """``ItemStore.positive`` (two Arrow columns, what the sampling record reads per example) equals the items'."""
+    from hybrid_retrieval.data.sampler import sampling_record
+
+    src = _jsonl(tmp_path / "train.jsonl")
+    reference = load_jsonl_items(src)
+    store = build_store(src, root=tmp_path / "cache")
+    assert [store.positive(i, x) for i, it in enumerate(reference) for x in it.languages] == [
+        it.views[x].positive for it in reference for x in it.languages
+    ]
+    sampler = HybridBatchSampler(store.languages_table, 4, alpha=0.5, seed=3)
+    by_store = sampling_record(sampler, 20, store.positive)
+    by_list = sampling_record(sampler, 20, lambda i, x: reference[i].views[x].positive)
+    assert by_store == by_list and by_store["batches"] == 20

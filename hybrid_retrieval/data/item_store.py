@@ -251,6 +251,7 @@ class ItemStore(Sequence):
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self.table = datasets.Dataset.from_file(str(self.folder / "items.arrow"))
         self.languages_table = ItemLanguages(tuple(self.meta["languages"]), np.load(self.folder / "languages.npy"))
+        self._columns = None  # (langs, positive) Arrow columns, for positive()
 
     def __len__(self) -> int:
         return int(self.meta["n"])
@@ -264,6 +265,15 @@ class ItemStore(Sequence):
             for lang, q, p, n in zip(row["langs"], row["query"], row["positive"], row["negatives"], strict=True)
         }
         return ParallelItem(row["id"], views, row["title"])
+
+    def positive(self, i: int, lang: str) -> str:
+        """Item ``i``'s positive in ``lang``, read from two Arrow columns (~5 µs; a whole row as an item: ~100 µs):
+        the sampling record reads one per training example of a job."""
+        if self._columns is None:
+            arrow = self.table.data.table
+            self._columns = (arrow.column("langs"), arrow.column("positive"))
+        langs, positives = self._columns
+        return positives[i][langs[i].as_py().index(lang)].as_py()
 
     def column_batches(self, columns: Sequence[str]) -> Iterator[dict[str, list]]:
         """The rows in the file's record batches (``ROWS_PER_BATCH``), only ``columns``, as Python lists. Read, not

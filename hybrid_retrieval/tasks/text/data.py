@@ -110,6 +110,7 @@ class TextDataModule(HybridBatchDataModule):
         self.guard_reports: dict = {}  # "train_vs_eval" / "train_vs_dev": OverlapReport counts, for the job record
         self.encoder = None
         self.items: list[ParallelItem] | None = None
+        self._languages: ItemLanguages | None = None  # of in-memory items (a store keeps its own)
         self.eval_dataset: LareqaDataset | None = None
         self.corpus: EvalCorpus | None = None
         # Filled by setup(): declared here so every field has one owner and exists from the start.
@@ -147,7 +148,9 @@ class TextDataModule(HybridBatchDataModule):
         """What the sampler needs: the store's language matrix, or that of the items in memory."""
         if isinstance(self.items, ItemStore):
             return self.items.languages_table
-        return ItemLanguages.from_lists([item.languages for item in self.items])
+        if self._languages is None:  # once: the sampler is built three times (preflight, schedule, loader)
+            self._languages = ItemLanguages.from_lists(item.languages for item in self.items)
+        return self._languages
 
     def _train_lareqa(self) -> LareqaDataset:
         """The LAReQA training benchmark, minus its dev split when ``data.dev.fraction`` is set (loaded once)."""
@@ -278,6 +281,8 @@ class TextDataModule(HybridBatchDataModule):
 
     def positive_key(self):
         items = self.items
+        if isinstance(items, ItemStore):
+            return items.positive
 
         def positive_text(item: int, lang: str) -> str:
             return items[item].views[lang].positive
