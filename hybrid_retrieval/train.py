@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from hybrid_retrieval.common.console import exit_on_user_error, install_hydra_error_handler, remove_unused_run_dir, user_message
 from hybrid_retrieval.common.errors import ConfigError
 from hybrid_retrieval.common.paths import CONFIG_DIR
-from hybrid_retrieval.common.timing import phase, record_process_start
+from hybrid_retrieval.common.timing import begin_job, phase
 from hybrid_retrieval.models.checkpoint import check_checkpoint
 from hybrid_retrieval.runs import sweeps
 from hybrid_retrieval.runs.config_check import validate_config
@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> float | None:
     """Fit one configuration; returns ``cfg.optimized_metric`` (for Hydra sweepers) or None."""
 
     quiet_console()  # after importing lightning: it may have added its own console handler
-    record_process_start()
+    begin_job()
 
     validate_config(cfg)
     sweeps.check_ddp_launcher(cfg)

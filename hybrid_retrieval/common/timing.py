@@ -2,8 +2,9 @@
 
 At a million training items the minutes before step 1 are the user's first impression of the tool (and every job
 of a sweep and every DDP rank pays them again). Each phase is logged when it ends (``startup: guard 3.21 s``) and
-summed here, so the job record and ``benchmarks/data_scale.py`` can say which phase grew. One process, one clock:
-the record is per process (a DDP rank's own), kept in this module like a logger's state.
+summed here, so the job record and ``benchmarks/data_scale.py`` can say which phase grew. The record is per process
+(a DDP rank's own), kept in this module like a logger's state, and restarted by :func:`begin_job` for each job (a
+Hydra multirun with the basic launcher runs its jobs one after another in one process).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psutil
 log = logging.getLogger("hybrid_retrieval.startup")
 
 _phases: dict[str, float] = {}  # phase name -> seconds, in the order the phases first ran
+_origin: list[float] = []  # perf_counter() at the current job's start (empty: the process start)
 
 
 @contextmanager
@@ -35,9 +37,20 @@ def phase(name: str) -> Iterator[None]:
         log.info("startup: %s %.2f s", name, seconds)
 
 
-def record_process_start() -> None:
-    """The first phase: interpreter start, imports and config composition (called when the command's own code runs)."""
-    _phases.setdefault("imports and config", seconds_since_process_start())
+def begin_job() -> None:
+    """A job starts (called when the command's own code runs): forget the previous job's phases. The first job of a
+    process counts from the process start, with the interpreter, imports and config composition as its first phase;
+    a later job of the same process (in-process multirun) counts from here."""
+    first = not _origin
+    _phases.clear()
+    _origin[:] = [time.perf_counter() - (seconds_since_process_start() if first else 0.0)]
+    if first:
+        _phases["imports and config"] = time.perf_counter() - _origin[0]
+
+
+def seconds_since_job_start() -> float:
+    """Seconds since :func:`begin_job` set the clock (the process start if it never ran)."""
+    return time.perf_counter() - _origin[0] if _origin else seconds_since_process_start()
 
 
 def startup_phases() -> dict[str, float]:
@@ -68,10 +81,10 @@ FIRST_STEP_MARKER = "first training step starts"
 
 
 def first_step_record() -> dict:
-    """The job record's ``startup``: seconds from the process start to the first training step, the phases in
-    between, and the peak RSS then (before training itself allocates activations and optimiser state)."""
+    """The job record's ``startup``: seconds from the job's start (:func:`begin_job`) to the first training step, the
+    phases in between, and the process's peak RSS then (before training allocates activations and optimiser state)."""
     return {
-        "to_first_step_s": round(seconds_since_process_start(), 1),
+        "to_first_step_s": round(seconds_since_job_start(), 1),
         "phases_s": startup_phases(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
