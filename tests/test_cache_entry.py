@@ -131,6 +131,43 @@ def test_two_processes_building_one_item_store_at_once_build_it_once_and_both_us
     assert _entries(tmp_path / "cache") == [Path(got[0][0]).name]
 
 
+def _guard_worker(store_folder, cache, log_file, barrier, out_q):
+    """The zero-shot guard's training keys of one store, from a second process; count the builds in ``log_file``."""
+    os.environ["HYBRID_RETRIEVAL_CACHE"] = str(cache)
+    from hybrid_retrieval.data import guard
+    from hybrid_retrieval.data.item_store import ItemStore
+
+    keys_of = guard._keys_of_store
+
+    def slow_counted(*args, **kwargs):
+        with open(log_file, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        time.sleep(1.5)  # the other process arrives while this one builds
+        return keys_of(*args, **kwargs)
+
+    guard._keys_of_store = slow_counted
+    barrier.wait(timeout=120)
+    keys = guard.train_keys(ItemStore(store_folder))
+    out_q.put({k: v.tolist() for k, v in keys.items()})
+
+
+@pytest.mark.slow
+def test_two_processes_reading_one_stores_guard_keys_build_them_once(tmp_path):
+    """What DDP ranks and a parallel sweep's jobs do at start-up: one computes the store's guard keys, the others
+    wait and read the same keys (the list path's hashes)."""
+    from hybrid_retrieval.data.guard import _keys_of_items
+    from hybrid_retrieval.data.pairs import load_jsonl_items
+
+    src = _jsonl(tmp_path / "train.jsonl")
+    store = build_store(src, root=tmp_path / "cache" / "items")
+    log_file = tmp_path / "builds.txt"
+    barrier = SPAWN.Barrier(2)
+    got = results_of_processes(_guard_worker, [(store.folder, tmp_path / "cache", log_file, barrier)] * 2)
+    assert len(log_file.read_text().split()) == 1
+    expected = {k: v.tolist() for k, v in _keys_of_items(load_jsonl_items(src)).items()}
+    assert got[0] == got[1] == expected
+
+
 def _failing_builder(target, started):
     def build(folder):
         Path(started).write_text("building")
