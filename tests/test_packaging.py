@@ -95,3 +95,39 @@ def test_every_place_states_the_same_minimum_python():
     assert re.search(r"^\s*- python=3\.11\b", (REPO / "environment.yml").read_text(), re.M)
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "Python 3.11+" in readme and "3.10" not in readme
+
+
+def test_every_module_level_import_is_a_declared_dependency():
+    """A third-party package imported at a module's top level is in ``install_requires`` (not only installed
+    because another package pulls it in: psutil, pillow and huggingface_hub were, once). Optional extras import
+    inside functions."""
+    import ast
+    import configparser
+    import re
+    import sys
+    from importlib.metadata import packages_distributions
+
+    def canon(name: str) -> str:
+        return name.lower().replace("_", "-")
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    lines = [ln.strip() for ln in cfg["options"]["install_requires"].splitlines()]
+    declared = {canon(re.split(r"[<>=!~\[ ;]", ln)[0]) for ln in lines if ln and not ln.startswith("#")}
+    distributions = packages_distributions()
+    missing: dict[str, str] = {}
+    for path in sorted((REPO / "hybrid_retrieval").rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("__future__", "hybrid_retrieval"):
+                    continue
+                if not {canon(d) for d in distributions.get(top, [top])} & declared:
+                    missing.setdefault(top, str(path.relative_to(REPO)))
+    assert not missing, f"imported at module level but not in install_requires: {missing}"
