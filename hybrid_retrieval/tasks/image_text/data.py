@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hybrid_retrieval.common.errors import DataFormatError, ZeroShotError
 from hybrid_retrieval.common.paths import cache_root
+from hybrid_retrieval.common.timing import phase
 from hybrid_retrieval.data.base import HybridBatchDataModule, ShardedLengthSampler
 from hybrid_retrieval.data.sampler import Example, ItemLanguages
 from hybrid_retrieval.tasks.image_text.synthetic import make_synthetic_shapes
@@ -273,11 +274,14 @@ class ImageTextDataModule(HybridBatchDataModule):
     def preflight(self) -> None:
         """Read and check both sides (every image opened once), the zero-shot guard and the sampler: seconds,
         before any model loads."""
-        self.train_items = self._read(self.train_cfg)
-        self.eval_items = self._read(self.eval_cfg)
-        check_images(self.train_items)
-        check_images(self.eval_items)
-        shared = {it.image.resolve() for it in self.train_items} & {it.image.resolve() for it in self.eval_items}
+        with phase("training items"):
+            self.train_items = self._read(self.train_cfg)
+            check_images(self.train_items)
+        with phase("evaluation data"):
+            self.eval_items = self._read(self.eval_cfg)
+            check_images(self.eval_items)
+        with phase("zero-shot guard"):
+            shared = {it.image.resolve() for it in self.train_items} & {it.image.resolve() for it in self.eval_items}
         if shared and not self.allow_overlap:
             example = sorted(shared)[0]
             raise ZeroShotError(
