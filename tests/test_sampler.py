@@ -229,7 +229,7 @@ def test_batches_equal_the_recorded_ones_of_the_list_based_sampler():
     import json
     from pathlib import Path
 
-    from hybrid_retrieval.data.sampler import ItemLanguages
+    from hybrid_retrieval.data.item_languages import ItemLanguages
 
     golden = json.loads((Path(__file__).parent / "data" / "sampler_golden.json").read_text())
     items = golden["items"]
@@ -247,7 +247,7 @@ def test_batches_equal_the_recorded_ones_of_the_list_based_sampler():
 def test_item_languages_built_item_by_item_is_the_membership_matrix(item_languages):
     """Columns are the sorted languages seen (whatever order they first appear in), rows the items (an item with no
     language is an all-false row)."""
-    from hybrid_retrieval.data.sampler import ItemLanguages
+    from hybrid_retrieval.data.item_languages import ItemLanguages
 
     table = ItemLanguages.from_lists(item_languages)
     names = tuple(sorted({x for langs in item_languages for x in langs}))

@@ -17,7 +17,8 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from hybrid_retrieval.common.timing import phase
-from hybrid_retrieval.data.sampler import HybridBatchSampler, ItemLanguages, sampling_record
+from hybrid_retrieval.data.item_languages import ItemLanguages
+from hybrid_retrieval.data.sampler import HybridBatchSampler, sampling_record
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from hybrid_retrieval.common.atomic import sha256_of
 from hybrid_retrieval.common.cache_entry import ensure_entry
 from hybrid_retrieval.common.errors import DataFormatError
 from hybrid_retrieval.common.paths import cache_root
+from hybrid_retrieval.data.item_languages import ItemLanguages, ItemLanguagesBuilder
 from hybrid_retrieval.data.pairs import ParallelItem, View, iter_jsonl_items
-from hybrid_retrieval.data.sampler import ItemLanguages, ItemLanguagesBuilder
 
 FORMAT_VERSION = 1
 SCHEMA = pa.schema(

@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
-from hybrid_retrieval.data.sampler import HybridBatchSampler, ItemLanguages
+from hybrid_retrieval.data.item_languages import ItemLanguages
+from hybrid_retrieval.data.sampler import HybridBatchSampler
 
 try:  # sentence-transformers >= 6
     from sentence_transformers.base.sampler import DefaultBatchSampler

@@ -34,7 +34,8 @@ from hybrid_retrieval.common.errors import DataFormatError, ZeroShotError
 from hybrid_retrieval.common.paths import cache_root
 from hybrid_retrieval.common.timing import phase
 from hybrid_retrieval.data.base import HybridBatchDataModule, ShardedLengthSampler
-from hybrid_retrieval.data.sampler import Example, ItemLanguages
+from hybrid_retrieval.data.item_languages import ItemLanguages
+from hybrid_retrieval.data.sampler import Example
 from hybrid_retrieval.tasks.image_text.synthetic import make_synthetic_shapes
 
 

@@ -21,10 +21,10 @@ from hybrid_retrieval.common.timing import phase
 from hybrid_retrieval.data.base import HybridBatchDataModule, ShardedLengthSampler
 from hybrid_retrieval.data.corpus import EvalCorpus
 from hybrid_retrieval.data.guard import check_zero_shot
+from hybrid_retrieval.data.item_languages import ItemLanguages
 from hybrid_retrieval.data.item_store import HubDataset, ItemStore, build_store
 from hybrid_retrieval.data.lareqa import DevSplit, LareqaDataset, load_lareqa, split_dev, subsample_questions
 from hybrid_retrieval.data.pairs import ParallelItem, items_from_lareqa, load_jsonl_items
-from hybrid_retrieval.data.sampler import ItemLanguages
 from hybrid_retrieval.tasks.text.batches import (
     EvalCollator,
     EvalTextDataset,
