@@ -189,8 +189,7 @@ def expected_items(source) -> int | None:
 
 
 def _write_table(items: Iterator[ParallelItem], out: Path, source_name: str, total: int | None = None) -> int:
-    n = 0
-    languages = ItemLanguagesBuilder()
+    languages = ItemLanguagesBuilder()  # its n counts the items written
     with pa.OSFile(str(out / "items.arrow"), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
         batch: dict[str, list] = {f.name: [] for f in SCHEMA}
         bar = tqdm(total=total, unit="item", unit_scale=True, desc=f"item store ({source_name})", disable=None)
@@ -203,7 +202,6 @@ def _write_table(items: Iterator[ParallelItem], out: Path, source_name: str, tot
             batch["positive"].append([item.views[x].positive for x in langs])
             batch["negatives"].append([list(item.views[x].negatives) for x in langs])
             languages.add(langs)
-            n += 1
             bar.update()
             if len(batch["id"]) >= ROWS_PER_BATCH:
                 writer.write_batch(pa.record_batch(batch, schema=SCHEMA))
@@ -213,6 +211,7 @@ def _write_table(items: Iterator[ParallelItem], out: Path, source_name: str, tot
         bar.close()
     table = languages.build()
     np.save(out / "languages.npy", table.matrix)
+    n = languages.n
     (out / "meta.json").write_text(json.dumps({"format": FORMAT_VERSION, "n": n, "languages": list(table.names)}))
     return n
 
