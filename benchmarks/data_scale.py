@@ -43,7 +43,6 @@ import contextlib
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -52,6 +51,8 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
+
+from hybrid_retrieval.common.timing import peak_rss_mb
 
 LANGS = ("ar", "de", "en", "es", "fr", "hi", "ru", "vi", "zh")
 WORDS = [f"w{i}" for i in range(5000)]
@@ -69,10 +70,6 @@ def generate(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child(mode: str, path: str, cache: str) -> dict:
     """One measurement in this (fresh) process."""
     from hybrid_retrieval.common.offline_model import ensure_offline_model
@@ -80,7 +77,7 @@ def child(mode: str, path: str, cache: str) -> dict:
     from hybrid_retrieval.models.encoder import load_tokenizer
 
     tok = load_tokenizer(str(ensure_offline_model()))
-    base_mb = _peak_mb()
+    base_mb = peak_rss_mb()
 
     def token_ids(texts):
         return tok(texts, truncation=True, max_length=64)["input_ids"]
@@ -139,7 +136,7 @@ def child(mode: str, path: str, cache: str) -> dict:
         batch = next(it)
         _ = token_ids([store[e.item].views[e.query_lang].query for e in batch])
     first = time.perf_counter() - t0
-    out = {"mode": mode, "first_batch_s": round(first, 2), "peak_mb": round(_peak_mb(), 1), "base_mb": round(base_mb, 1)}
+    out = {"mode": mode, "first_batch_s": round(first, 2), "peak_mb": round(peak_rss_mb(), 1), "base_mb": round(base_mb, 1)}
     if mode != "list":
         times = []
         for _ in range(20):
@@ -213,13 +210,13 @@ def corpus_child(n: int, out: str, resume: bool = False) -> dict:
     enc = DualEncoder(name=str(tiny), tokenizer=load_tokenizer(str(ensure_offline_model())), max_length=64)
     rng = random.Random(1)
     texts = [" ".join(rng.choices(WORDS, k=20)) for _ in range(n)]
-    base = _peak_mb()
+    base = peak_rss_mb()
     t0 = time.perf_counter()
     emb = encode_to_shards(enc, texts, "passage", Path(out) / f"emb{n}", shard_size=10_000, progress=False)
     result = {
         "n": n,
         "encode_s": round(time.perf_counter() - t0, 1),
-        "peak_mb": round(_peak_mb(), 1),
+        "peak_mb": round(peak_rss_mb(), 1),
         "before_encode_mb": round(base, 1),
     }
     if resume:  # kill after the second shard, then resume: only the missing shards are encoded again
