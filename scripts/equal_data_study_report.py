@@ -95,14 +95,22 @@ def rates(dev: Path, grid_dev: Path) -> dict[str, float | None]:
 
 
 def _extras(folder: Path) -> pd.DataFrame:
-    """What collect_records leaves out: distinct pairs and passes over the training ids, per job."""
+    """What collect_records leaves out: distinct pairs, passes over the training ids, and the step a pre-empted job
+    resumed from (its ``wall_time_s`` then counts the last segment only), per job."""
     rows = []
     for path in sorted(folder.glob("*.json")):
         rec = read_json(path)
         if rec.get("status") == "ok":
             samp = rec.get("sampling", {})
-            rows.append({"job": rec["job"], "distinct_pairs": samp.get("distinct_pairs"), "passes": rec.get("passes")})
-    return pd.DataFrame(rows, columns=["job", "distinct_pairs", "passes"])
+            rows.append(
+                {
+                    "job": rec["job"],
+                    "distinct_pairs": samp.get("distinct_pairs"),
+                    "passes": rec.get("passes"),
+                    "resumed_from_step": rec.get("resumed_from_step"),
+                }
+            )
+    return pd.DataFrame(rows, columns=["job", "distinct_pairs", "passes", "resumed_from_step"])
 
 
 def _records(folder: Path) -> pd.DataFrame:
@@ -256,7 +264,9 @@ def cell_lines(table: pd.DataFrame, untrained: dict) -> list[str]:
     out.append("\nUnfinished cells: " + ("; ".join(left) if left else "none") + ".")
     out.append(
         "Distinct pairs: distinct (item, query language, passage language) drawn, mean over the cell's records that hold "
-        "the field (the grid's seeds 0–2 predate it); passes: pairs / the 1,061 training ids."
+        "the field (the grid's seeds 0–2 predate it); passes: pairs / the 1,061 training ids. Per job (jobs.csv): "
+        "commit, wall time, and `resumed_from_step` for a job stopped (SIGTERM) and resumed exactly — its wall time "
+        "counts the last segment only."
     )
     return out
 
@@ -358,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     table.to_csv(args.out / "cells.csv", index=False, float_format="%.6g")
     cols = ["arm", "alpha", "seed", "batch_size", "steps", "lr", "pairs", "distinct_pairs", "passes", "realised_alpha"]
-    cols += [*METRICS, "commit", "wall_time_s", "job"]
+    cols += [*METRICS, "commit", "wall_time_s", "resumed_from_step", "job"]
     jobs = df[cols].sort_values(["arm", "alpha", "seed"]) if len(df) else pd.DataFrame(columns=cols)
     jobs.to_csv(args.out / "jobs.csv", index=False, float_format="%.6g")
     plot(table, grid64, untrained, args.out)
