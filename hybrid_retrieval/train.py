@@ -38,6 +38,7 @@ from hybrid_retrieval.runs.session import (
 )
 from hybrid_retrieval.runs.sweeps import register_resolvers
 from hybrid_retrieval.training.evaluator import EmbeddingEvaluator
+from hybrid_retrieval.training.preemption import newest_last_checkpoint
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -73,13 +74,13 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("seed") is not None:  # from here on the same generator draws, in the same order, as before the preflight
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     ckpt_path = cfg.get("ckpt_path")
-    last = out_dir / "checkpoints" / "last.ckpt"
-    if cfg.get("resume") and ckpt_path is None and (last.exists() or not _is_multirun()):
-        if last.exists():
+    last = newest_last_checkpoint(out_dir / "checkpoints")
+    if cfg.get("resume") and ckpt_path is None and (last is not None or not _is_multirun()):
+        if last is not None:
             ckpt_path = str(last.resolve())
             log.info("resume=true: continuing from %s", ckpt_path)
         else:
-            log.warning("resume=true but %s does not exist: starting from scratch", last)
+            log.warning("resume=true but %s does not exist: starting from scratch", out_dir / "checkpoints" / "last.ckpt")
     if ckpt_path is not None:  # before the model loads: a file whose unpickling would import code is refused unopened
         check_checkpoint(ckpt_path)
     with phase("model load"):
@@ -109,8 +110,9 @@ def write_results(cfg, key, model, datamodule, trainer, metrics, started, wall_t
     out_dir = Path(cfg.paths.output_dir)
     best = best_checkpoint_callback(trainer)
     ckpt = best.best_model_path if best is not None else ""
-    if not ckpt and (out_dir / "checkpoints" / "last.ckpt").exists():  # no best-model copy: the resume checkpoint
-        ckpt = str((out_dir / "checkpoints" / "last.ckpt").resolve())
+    last = newest_last_checkpoint(out_dir / "checkpoints")
+    if not ckpt and last is not None:  # no best-model copy: the resume checkpoint
+        ckpt = str(last.resolve())
     summary = {
         "optimized_metric": cfg.optimized_metric,
         "value": metrics.get(cfg.optimized_metric),

@@ -192,6 +192,42 @@ def test_sigterm_saves_a_resume_checkpoint_and_the_requeued_run_matches(tiny_dat
     sigterm_then_resume(tiny_data, tiny_model_dir, tmp_path, monkeypatch)
 
 
+def test_a_stop_before_the_first_periodic_checkpoint_then_a_kill_resumes_from_the_newest(
+    tiny_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    """SIGTERM at step 0 (before the first periodic checkpoint, every 3 steps), resume, SIGKILL after step 7, resume.
+    Before: the SIGTERM's last.ckpt was not the periodic callback's own, so after the first resume it linked
+    last-v1.ckpt instead, and the second resume went back to step 1 from the stale last.ckpt (seen in the #40
+    study: a job resumed from step 22 instead of 160). Now the second resume continues from step 6, and the end
+    matches an uninterrupted run."""
+    monkeypatch.setenv("HYBRID_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    common = ["logger=none", "trainer.deterministic=true", "data.sampler.batches_per_epoch=4"]
+    common += ["callbacks.resume_checkpoint.every_n_train_steps=3"]
+    clean_dir, run_dir = tmp_path / "clean", tmp_path / "run"
+    run_cli([*tiny_overrides(tiny_data, tiny_model_dir, clean_dir), *common], tmp_path)
+    args = [*tiny_overrides(tiny_data, tiny_model_dir, run_dir), *common]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    term = ["+callbacks.term._target_=tests.helpers.SigtermAtStep", "+callbacks.term.step=0"]
+    term += [f"+callbacks.term.once_file={tmp_path / 'sigterm_sent'}"]
+    assert run_cli([*args, *term], tmp_path, env=env, check=False).returncode == 143
+    ckpts = run_dir / "checkpoints"
+    assert (ckpts / "last.ckpt").resolve().name == "resume-step1.ckpt"
+    kill = ["+callbacks.kill._target_=tests.helpers.KillAtStep", "+callbacks.kill.step=7"]
+    kill += [f"+callbacks.kill.once_file={tmp_path / 'killed'}"]
+    proc = run_cli([*args, *kill, "resume=true"], tmp_path, env=env, check=False)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert (ckpts / "last.ckpt").resolve().name == "resume-step6.ckpt", sorted(p.name for p in ckpts.iterdir())
+    assert not list(ckpts.glob("last-v*.ckpt"))
+    proc = run_cli([*args, "resume=true"], tmp_path)
+    log = proc.stdout + proc.stderr
+    assert "resume=true: continuing from" in log and "resume-step6.ckpt" in log, log[-3000:]
+    clean = json.loads((clean_dir / "final_metrics.json").read_text())
+    resumed = json.loads((run_dir / "final_metrics.json").read_text())
+    assert resumed["global_step"] == clean["global_step"] == 8 and resumed["resumed_from_step"] == 6
+    for key in ("val/cross/map", "val/multi/map", "train/loss", "val/multi/map_best"):
+        assert abs(resumed["metrics"][key] - clean["metrics"][key]) <= 1e-6, (key, resumed["metrics"][key], clean["metrics"][key])
+
+
 @pytest.mark.slow
 def test_sigterm_under_two_process_ddp_saves_a_resume_checkpoint_and_the_requeued_run_matches(
     tiny_data, tiny_model_dir, tmp_path, monkeypatch

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -61,6 +62,12 @@ class PreemptionCheckpoint(Checkpoint):
 
     def _save_and_stop(self, trainer) -> None:
         path = self.dirpath / f"resume-step{trainer.global_step}.ckpt"
+        # The ModelCheckpoint that keeps last.ckpt in this folder must own the link we are about to make: a stop
+        # before its first save left its last_model_path empty, so the resumed run took last.ckpt for someone else's
+        # and linked last-v1.ckpt instead; after a later kill, resume=true found the stale last.ckpt.
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and _same_dir(callback.dirpath, self.dirpath):
+                callback.last_model_path = str(self.dirpath / "last.ckpt")
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             last = self.dirpath / "last.ckpt"
@@ -71,6 +78,22 @@ class PreemptionCheckpoint(Checkpoint):
         self.saved = path
         log.warning("SIGTERM: resume checkpoint saved at step %d: %s", trainer.global_step, path)
         raise SIGTERMException
+
+
+def _same_dir(a, b) -> bool:
+    return a is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def newest_last_checkpoint(dirpath: str | Path) -> Path | None:
+    """The checkpoint ``resume=true`` continues from: ``last.ckpt``, or a ``last-vN.ckpt`` written after it.
+
+    Lightning's ModelCheckpoint names its link ``last-vN.ckpt`` when it finds a ``last.ckpt`` it does not own (a
+    checkpoint of an older version of this code, or one whose callback settings changed); the newest target wins."""
+    links = [p for p in Path(dirpath).glob("last*.ckpt") if re.fullmatch(r"last(-v\d+)?\.ckpt", p.name)]
+    links = [p for p in links if p.exists()]  # a dangling link is no checkpoint
+    if not links:
+        return None
+    return max(links, key=lambda p: (p.resolve().stat().st_mtime, p.name == "last.ckpt"))
 
 
 def _validation_follows(trainer) -> bool:
