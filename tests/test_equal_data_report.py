@@ -36,7 +36,7 @@ def _write(folder, records):
         (folder / f"{rec['job']}.json").write_text(json.dumps(rec))
 
 
-def _world(tmp_path, b16_seeds=5, b256_extra=(3, 4), stray=False):
+def _world(tmp_path, b16_seeds=5, b256_extra=(3, 4), stray=False, complete=False):
     dev = [_dev(16, lr, s, score + 0.01 * s) for lr, score in ((3e-5, 0.60), (1e-4, 0.58), (3e-4, 0.50)) for s in (0, 1)]
     dev += [_dev(16, 1e-5, s, 0.55) for s in (0, 1)]  # 3e-5 won at the bottom edge: its neighbour ran, and lost
     dev += [_dev(64, lr, 0, score) for lr, score in ((3e-5, 0.60), (1e-4, 0.62), (3e-4, 0.61))]
@@ -50,6 +50,10 @@ def _world(tmp_path, b16_seeds=5, b256_extra=(3, 4), stray=False):
     jobs += [_job(16, a, s, 3e-5, 0.54 + 0.002 * s) for a in (0.0, 1.0) for s in (0, 1, 2)]
     if stray:
         jobs.append(_job(16, 0.5, 9, 1e-3, 0.5))
+    if complete:  # the B=64 arm at its dev rate (1e-4) and both matched arms (steps x rate of B=256 x 64 at 1e-4)
+        jobs += [_job(64, 0.5, s, 1e-4, 0.557 + 0.001 * s) for s in (0, 1, 2)]
+        jobs += [_job(16, 0.5, s, 1e-4 / 16, 0.53 + 0.002 * s) for s in (0, 1, 2)]
+        jobs += [_job(64, 0.5, s, 1e-4 / 4, 0.545 + 0.002 * s) for s in (0, 1, 2)]
     _write(tmp_path / "jobs", jobs)
     (tmp_path / "untrained.json").write_text(json.dumps({"mlqa-r": {
         "cross/map": 0.4581, "multi/map": 0.3101, "mono/map": 0.6511, "multi/rank_distance": 1593.3}}))  # fmt: skip
@@ -97,6 +101,24 @@ def test_pending_until_every_planned_seed_and_strays_are_named(tmp_path):
     _world(tmp_path, stray=True)
     with pytest.raises(SystemExit, match=r"records outside the design .*B16-a0.5-s9-lr0.001"):
         _run(tmp_path)
+
+
+def test_every_cell_done_gives_all_nine_secondaries_in_one_holm_family(tmp_path):
+    """The complete design (B=64 and both matched arms too): nothing is unfinished, every secondary comparison is a
+    row of its metric's Holm family with the Welch interval of its own cells, and the figure is drawn."""
+    _world(tmp_path, complete=True)
+    md = _run(tmp_path)
+    assert "Unfinished cells: none." in md and "Waiting for seeds" not in md
+    assert "| B=64 × 256 | 0.5 | 3 of 3 | 0.0001 | 256 |" in md
+    assert "| B=16 × 1,024, matched | 0.5 | 3 of 3 | 6.25e-06 | 1,024 |" in md
+    cross = md.split("**cross mAP**")[1].split("**multi mAP**")[0]
+    assert "(9 of 9 comparisons have 2+ seeds in both cells)" in cross
+    big, m64 = 0.56 + 0.001 * np.array([0, 1, 2, 3, 4]), 0.545 + 0.002 * np.arange(3)
+    t = stats.ttest_ind(big, m64, equal_var=False)
+    half = stats.t.ppf(0.975, t.df) * (big.mean() - m64.mean()) / t.statistic
+    row = f"| matched steps × rate: B=256 × 64 − B=64 × 256 | {big.mean() - m64.mean():+.4f} | ±{half:.4f} ({t.df:.1f} dof) |"
+    assert row in cross, cross
+    assert (tmp_path / "out" / "pairs_seen.png").stat().st_size > 10_000
 
 
 def test_no_rate_is_used_before_the_dev_split_chose_it(tmp_path):
