@@ -9,8 +9,9 @@ Reads the study's job and dev records and the full fine-tuning grid's (whose B=2
 big-batch arm, and whose 64-step B=16 / B=64 cells are the "equal steps" points of the figure). Writes
 ``report.md`` (the dev choice per arm; one row per arm × α with the untrained encoder as a reference row; the
 pre-stated primary endpoint with its Welch interval, minimum detectable effect and verdict; the secondary
-comparisons, one Holm family per metric), ``cells.csv``, ``jobs.csv`` (what each job really did: steps, pairs,
-distinct pairs, passes, realised α, rate, commit, wall time) and ``pairs_seen.png`` (metric vs training pairs seen,
+comparisons, one Holm family per metric; the commits, machines and wall times of the records), ``cells.csv``,
+``jobs.csv`` (what each job really did: steps, pairs, distinct pairs, passes, realised α, rate, commit, machine,
+wall time) and ``pairs_seen.png`` (metric vs training pairs seen,
 one line per batch size, equal steps and equal data in one picture). Cells still running are listed, never filled in.
 """
 
@@ -108,9 +109,21 @@ def _extras(folder: Path) -> pd.DataFrame:
                     "distinct_pairs": samp.get("distinct_pairs"),
                     "passes": rec.get("passes"),
                     "resumed_from_step": rec.get("resumed_from_step"),
+                    "resume_recorded": "resumed_from_step" in rec,  # older records (the grid's) lack the field
+                    "machine": _machine(rec.get("machine")),
                 }
             )
-    return pd.DataFrame(rows, columns=["job", "distinct_pairs", "passes", "resumed_from_step"])
+    return pd.DataFrame(rows, columns=["job", "distinct_pairs", "passes", "resumed_from_step", "resume_recorded", "machine"])
+
+
+def _machine(m: dict | None) -> str:
+    """One line for a record's machine block (the hardware a job's wall time belongs to)."""
+    if not m:
+        return "not recorded"
+    gpu = m.get("gpu") or "no GPU"
+    return (
+        f"{m.get('host_cpu', '?')}, {m.get('cpus', '?')} CPUs, {gpu}, torch {m.get('torch', '?')}, Python {m.get('python', '?')}"
+    )
 
 
 def _records(folder: Path) -> pd.DataFrame:
@@ -271,6 +284,28 @@ def cell_lines(table: pd.DataFrame, untrained: dict) -> list[str]:
     return out
 
 
+def run_lines(df: pd.DataFrame) -> list[str]:
+    """Where and with which code the records were made, and what they cost (per job: jobs.csv)."""
+    out = ["\n## Runs (from the records)\n"]
+    if not len(df):
+        return [*out, "No job record yet."]
+    for name, column in (("Commits", "commit"), ("Machines", "machine")):
+        counts = df[column].fillna("not recorded").value_counts()
+        shown = [(k[:7] if column == "commit" else k, n) for k, n in counts.items()]
+        out.append(f"{name}: " + "; ".join(f"{k} ({n} jobs)" for k, n in shown) + ".")
+    known = df.resume_recorded.fillna(False).astype(bool)
+    whole = df[known & df.resumed_from_step.isna()].wall_time_s
+    if len(whole):
+        out.append(
+            f"Wall time of the {len(whole)} jobs run in one piece: {whole.min():,.0f}–{whole.max():,.0f} s "
+            f"(median {whole.median():,.0f} s, {whole.sum() / 3600:.1f} h in all). Left out: "
+            f"{int((known & df.resumed_from_step.notna()).sum())} resumed job(s) (their records time the last segment "
+            f"only) and {int((~known).sum())} record(s) older than the `resumed_from_step` field (the grid's; a resumed "
+            "one among them would show its last segment only)."
+        )
+    return out
+
+
 def dev_lines(dev: Path, grid_dev: Path, rate: dict) -> list[str]:
     out = [
         "\n## Learning rate per arm (dev split of XQuAD-R; MLQA-R never scored)\n",
@@ -364,11 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     lines += cell_lines(table, untrained)
     lines += primary_lines(df, table)
     lines += secondary_lines(df)
+    lines += run_lines(df)
     lines.append("\n![metric vs training pairs seen](pairs_seen.png)")
     (args.out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     table.to_csv(args.out / "cells.csv", index=False, float_format="%.6g")
     cols = ["arm", "alpha", "seed", "batch_size", "steps", "lr", "pairs", "distinct_pairs", "passes", "realised_alpha"]
-    cols += [*METRICS, "commit", "wall_time_s", "resumed_from_step", "job"]
+    cols += [*METRICS, "commit", "machine", "wall_time_s", "resumed_from_step", "job"]
     jobs = df[cols].sort_values(["arm", "alpha", "seed"]) if len(df) else pd.DataFrame(columns=cols)
     jobs.to_csv(args.out / "jobs.csv", index=False, float_format="%.6g")
     plot(table, grid64, untrained, args.out)

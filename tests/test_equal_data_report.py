@@ -22,6 +22,8 @@ def _job(batch, alpha, seed, lr, cross, steps=None):
     rec.update(job=f"B{batch}-a{alpha}-s{seed}-lr{lr}-st{steps}", steps=steps, lr=lr, passes=steps * batch / 1061)
     rec["sampling"].update(pairs=steps * batch, distinct_pairs=9000 + batch + seed)
     rec["metrics"]["val/multi/rank_distance"] = 400.0 + seed  # seed noise, so the families exist
+    rec["machine"] = {"host_cpu": "x86_64", "cpus": 2, "gpu": None, "torch": "2.13.0+cpu", "python": "3.11.7"}
+    rec["resumed_from_step"] = None
     return rec
 
 
@@ -43,9 +45,12 @@ def _world(tmp_path, b16_seeds=5, b256_extra=(3, 4), stray=False, complete=False
     _write(tmp_path / "dev", dev)
     _write(tmp_path / "grid_dev", [_dev(256, lr, 0, s) for lr, s in ((3e-5, 0.58), (1e-4, 0.61), (3e-4, 0.60))])
     grid = [_job(256, a, s, 1e-4, 0.56 + 0.001 * s) for a in (0.0, 0.5, 1.0) for s in (0, 1, 2)]
+    for rec in grid:  # the grid's records predate the field
+        del rec["resumed_from_step"]
     grid += [_job(b, 0.5, s, 1e-4, 0.52, steps=64) for b in (16, 64) for s in (0, 1, 2)]  # the grid's equal-steps cells
     _write(tmp_path / "grid", grid)
     jobs = [_job(16, 0.5, s, 3e-5, 0.55 + 0.002 * s) for s in range(b16_seeds)]
+    jobs[0]["resumed_from_step"] = 500  # stopped and resumed: its wall time is the last segment's
     jobs += [_job(256, 0.5, s, 1e-4, 0.56 + 0.001 * s) for s in b256_extra]
     jobs += [_job(16, a, s, 3e-5, 0.54 + 0.002 * s) for a in (0.0, 1.0) for s in (0, 1, 2)]
     if stray:
@@ -119,6 +124,13 @@ def test_every_cell_done_gives_all_nine_secondaries_in_one_holm_family(tmp_path)
     row = f"| matched steps × rate: B=256 × 64 − B=64 × 256 | {big.mean() - m64.mean():+.4f} | ±{half:.4f} ({t.df:.1f} dof) |"
     assert row in cross, cross
     assert (tmp_path / "out" / "pairs_seen.png").stat().st_size > 10_000
+    runs = md.split("## Runs (from the records)")[1]
+    assert (
+        "Commits: abc (31 jobs)." in runs
+        and "Machines: x86_64, 2 CPUs, no GPU, torch 2.13.0+cpu, Python 3.11.7 (31 jobs)." in runs
+    )
+    assert "Wall time of the 21 jobs run in one piece: 10–10 s" in runs
+    assert "Left out: 1 resumed job(s)" in runs and "and 9 record(s) older than the `resumed_from_step` field" in runs
 
 
 def test_no_rate_is_used_before_the_dev_split_chose_it(tmp_path):
