@@ -9,10 +9,12 @@ Reads the study's job and dev records and the full fine-tuning grid's (whose B=2
 big-batch arm, and whose 64-step B=16 / B=64 cells are the "equal steps" points of the figure). Writes
 ``report.md`` (the dev choice per arm; one row per arm × α with the untrained encoder as a reference row; the
 pre-stated primary endpoint with its Welch interval, minimum detectable effect and verdict; the secondary
-comparisons, one Holm family per metric; the commits, machines and wall times of the records), ``cells.csv``,
-``jobs.csv`` (what each job really did: steps, pairs, distinct pairs, passes, realised α, rate, commit, machine,
-wall time) and ``pairs_seen.png`` (metric vs training pairs seen,
-one line per batch size, equal steps and equal data in one picture). Cells still running are listed, never filled in.
+comparisons, one Holm family per metric; how broad each finished comparison is over the language pairs; the
+commits, machines and wall times of the records), ``cells.csv``, ``jobs.csv`` (what each job really did: steps,
+pairs, distinct pairs, passes, realised α, rate, commit, machine, wall time), ``pair_deltas.csv`` and
+``pair_deltas.png`` (each finished comparison per language pair; the primary one as a heatmap) and
+``pairs_seen.png`` (metric vs training pairs seen, one line per batch size, equal steps and equal data in one
+picture). Cells still running are listed, never filled in.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from hybrid_retrieval.common.plots import heatmap
 from hybrid_retrieval.report.collect import collect_records, read_json
 from hybrid_retrieval.report.markdown import detectability
 from hybrid_retrieval.report.stats import compare, holm, pooled_seed_noise, welch
@@ -126,17 +130,24 @@ def _machine(m: dict | None) -> str:
     )
 
 
-def _records(folder: Path) -> pd.DataFrame:
+PAIR_COLUMNS = ["job", "query_lang", "passage_lang", "map"]
+
+
+def _records(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per finished job with its extras, one row per job × language pair)."""
     if not folder.is_dir() or not any(folder.glob("*.json")):
-        return pd.DataFrame(columns=["job", "status", "batch_size", "alpha", "seed", "steps", "lr"])
-    jobs, _ = collect_records(folder)
+        return pd.DataFrame(columns=["job", "status", "batch_size", "alpha", "seed", "steps", "lr"]), pd.DataFrame(
+            columns=PAIR_COLUMNS
+        )
+    jobs, pairs = collect_records(folder)
     jobs = jobs[jobs.status == "ok"]
-    return jobs.merge(_extras(folder), on="job", how="left").assign(source=folder.name)
+    return jobs.merge(_extras(folder), on="job", how="left").assign(source=folder.name), pairs[PAIR_COLUMNS]
 
 
-def load(jobs: Path, grid: Path, rate: dict[str, float | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the study's jobs, each with its arm; the grid's 64-step B=16 / B=64 cells for the figure)."""
-    eq, full = _records(jobs), _records(grid)
+def load(jobs: Path, grid: Path, rate: dict[str, float | None]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(the study's jobs, each with its arm; the grid's 64-step B=16 / B=64 cells for the figure; one row per job of
+    the study × language pair, with the job's arm and α)."""
+    (eq, eq_pairs), (full, full_pairs) = _records(jobs), _records(grid)
     full = full[full.train.eq("xquad-r") & full["eval"].eq("mlqa-r")] if len(full) else full
     both = pd.concat([eq, full[full.batch_size.eq(256)]], ignore_index=True)
 
@@ -156,7 +167,9 @@ def load(jobs: Path, grid: Path, rate: dict[str, float | None]) -> tuple[pd.Data
     stray = both[both.arm.isna()] if len(both) else both
     if len(stray):  # a record the design has no place for (a rate chosen later, a typo): named, never guessed
         raise SystemExit("records outside the design (no arm has their batch, steps and rate): " + ", ".join(stray.job))
-    return both, full[full.batch_size.isin((16, 64))]
+    pairs = pd.concat([eq_pairs, full_pairs], ignore_index=True)
+    pairs = pairs.merge(both[["job", "arm", "alpha"]], on="job") if len(both) else pairs.assign(arm=None, alpha=None)
+    return both, full[full.batch_size.isin((16, 64))], pairs
 
 
 def cell_table(df: pd.DataFrame, rate: dict, untrained: dict) -> pd.DataFrame:
@@ -284,6 +297,66 @@ def cell_lines(table: pd.DataFrame, untrained: dict) -> list[str]:
     return out
 
 
+def pair_deltas(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per comparison (the primary and the secondaries) whose two cells have every planned seed, and per language
+    pair X→Y: mAP of the first cell minus the second, each the mean over its seeds. (comparison, X, Y, Δ) rows."""
+    cols = ["comparison", "query_lang", "passage_lang", "delta"]
+    if not len(pairs):
+        return pd.DataFrame(columns=cols)
+    mean = pairs.groupby(["arm", "alpha", "query_lang", "passage_lang"])["map"].mean()
+    seeds = pairs.groupby(["arm", "alpha"]).job.nunique()
+    frames = []
+    for label, ka, kb in (PRIMARY, *SECONDARY):
+        if seeds.get(ka, 0) < PLAN[ka] or seeds.get(kb, 0) < PLAN[kb]:
+            continue
+        delta = (mean.loc[ka] - mean.loc[kb]).dropna().rename("delta").reset_index()
+        frames.append(delta.assign(comparison=label)[cols])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def pair_lines(deltas: pd.DataFrame) -> list[str]:
+    """How broad each finished comparison is over the language pairs: descriptive, not a test per pair."""
+    out = [
+        "\n## Per language pair (descriptive; not pre-registered)\n",
+        "Each comparison whose two cells have every planned seed: mAP per language pair X→Y, mean over each cell's",
+        "seeds, first cell minus second. No test per pair (42 cross-lingual pairs, 3–5 seeds a cell): it says how",
+        "broad a difference is, not which pairs differ. Every pair: `pair_deltas.csv`; the primary comparison as a",
+        "heatmap: `pair_deltas.png`.\n",
+    ]
+    if not len(deltas):
+        return [*out, "No comparison has every planned seed in both cells yet."]
+    out += [
+        "| comparison | cross pairs higher | mean Δ, cross | smallest Δ | largest Δ | mono pairs higher |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, grp in deltas.groupby("comparison", sort=False):
+        cross = grp[grp.query_lang != grp.passage_lang]
+        mono = grp[grp.query_lang == grp.passage_lang]
+        lo, hi = cross.loc[cross.delta.idxmin()], cross.loc[cross.delta.idxmax()]
+        out.append(
+            f"| {label} | {int((cross.delta > 0).sum())} of {len(cross)} | {cross.delta.mean():+.4f} | "
+            f"{lo.delta:+.4f} ({lo.query_lang}→{lo.passage_lang}) | {hi.delta:+.4f} ({hi.query_lang}→{hi.passage_lang}) | "
+            f"{int((mono.delta > 0).sum())} of {len(mono)} |"
+        )
+    return out
+
+
+def plot_pair_deltas(deltas: pd.DataFrame, out: Path) -> Path | None:
+    """The primary comparison per language pair (monolingual pairs on the diagonal), rows = query language."""
+    grp = deltas[deltas.comparison == PRIMARY[0]]
+    if not len(grp):
+        return None
+    langs = sorted(set(grp.query_lang) | set(grp.passage_lang))
+    cell = grp.set_index(["query_lang", "passage_lang"]).delta
+    matrix = np.array([[cell.get((x, y), np.nan) for y in langs] for x in langs])  # (|L|, |L|)
+    fig = heatmap(matrix, langs, title="Δ mAP, B=256 × 64 − B=16 × 1,024, α=0.5 (16,384 pairs each)", fmt="{:+.3f}",
+                  center_zero=True)  # fmt: skip
+    path = out / "pair_deltas.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def run_lines(df: pd.DataFrame) -> list[str]:
     """Where and with which code the records were made, and what they cost (per job: jobs.csv)."""
     out = ["\n## Runs (from the records)\n"]
@@ -386,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     untrained = read_json(args.untrained)["mlqa-r"]
     untrained = {m: float(untrained[m]) for m in METRICS}
     rate = rates(args.dev, args.grid_dev)
-    df, grid64 = load(args.jobs, args.grid, rate)
+    df, grid64, pairs = load(args.jobs, args.grid, rate)
+    deltas = pair_deltas(pairs)
     table = cell_table(df, rate, untrained)
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -399,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += cell_lines(table, untrained)
     lines += primary_lines(df, table)
     lines += secondary_lines(df)
+    lines += pair_lines(deltas)
     lines += run_lines(df)
     lines.append("\n![metric vs training pairs seen](pairs_seen.png)")
     (args.out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -407,7 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     cols += [*METRICS, "commit", "machine", "wall_time_s", "resumed_from_step", "job"]
     jobs = df[cols].sort_values(["arm", "alpha", "seed"]) if len(df) else pd.DataFrame(columns=cols)
     jobs.to_csv(args.out / "jobs.csv", index=False, float_format="%.6g")
+    deltas.sort_values(["comparison", "query_lang", "passage_lang"]).to_csv(
+        args.out / "pair_deltas.csv", index=False, float_format="%.6g"
+    )
     plot(table, grid64, untrained, args.out)
+    plot_pair_deltas(deltas, args.out)
     print("\n".join(lines))
     return 0
 

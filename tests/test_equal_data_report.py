@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -133,6 +134,32 @@ def test_every_cell_done_gives_all_nine_secondaries_in_one_holm_family(tmp_path)
     assert "Left out: 1 resumed job(s)" in runs and "and 9 record(s) older than the `resumed_from_step` field" in runs
 
 
+def test_per_pair_deltas_are_seed_means_of_each_finished_comparison(tmp_path):
+    """Per language pair, first cell minus second, each the mean over its seeds; a comparison with a cell still
+    short of its planned seeds is left out, and the primary one is drawn as a heatmap."""
+    _world(tmp_path)  # no B=64 arm and no matched arm yet
+    path = tmp_path / "jobs" / "B16-a0.5-s0-lr3e-05-st1024.json"
+    rec = json.loads(path.read_text())
+    rec["pairs"]["en-de"]["map"] = 0.70  # one seed of one pair: the B=16 cell's en→de mean rises to 0.584
+    path.write_text(json.dumps(rec))
+    md = _run(tmp_path)
+    section = md.split("## Per language pair")[1].split("## Runs")[0]
+    big, small = np.mean(0.56 + 0.001 * np.arange(5)), np.mean(0.55 + 0.002 * np.arange(5))  # 0.562, 0.554
+    en_de = big - np.mean([0.70, *(0.55 + 0.002 * np.arange(1, 5))])  # -0.022
+    de_en = big - small  # +0.008
+    row = (
+        f"| B=256 × 64 − B=16 × 1,024, α=0.5 (primary) | 1 of 2 | {(en_de + de_en) / 2:+.4f} | {en_de:+.4f} (en→de) | "
+        f"{de_en:+.4f} (de→en) | 2 of 2 |"
+    )
+    assert row in section, section
+    csv = pd.read_csv(tmp_path / "out" / "pair_deltas.csv")
+    done = set(csv.comparison)
+    assert "B=256 × 64 − B=16 × 1,024, α=0.5 (primary)" in done and "B=16 × 1,024: α=0 − α=1" in done
+    assert not any("B=64 × 256" in c or "matched" in c for c in done)  # their cells have no seed yet
+    assert len(done) == 6 and len(csv) == 6 * 4  # 6 comparisons x (2 cross + 2 mono) pairs
+    assert (tmp_path / "out" / "pair_deltas.png").stat().st_size > 10_000
+
+
 def test_no_rate_is_used_before_the_dev_split_chose_it(tmp_path):
     """B=16's dev grid without its second seeds: the rate is pending, and a job at any rate is outside the design."""
     _world(tmp_path)
@@ -150,5 +177,5 @@ def test_the_committed_report_recomputes_from_the_committed_records(tmp_path, ca
     argv = ["--jobs", str(eq / "jobs"), "--dev", str(eq / "dev"), "--grid", str(ft / "jobs"), "--grid-dev", str(ft / "dev")]
     argv += ["--untrained", str(REPO / "docs/results/batch_size_study/baselines.json"), "--out", str(tmp_path / "again")]
     assert report.main(argv) == 0
-    for name in ("report.md", "cells.csv", "jobs.csv"):
+    for name in ("report.md", "cells.csv", "jobs.csv", "pair_deltas.csv"):
         assert (tmp_path / "again" / name).read_text(encoding="utf-8") == (eq / name).read_text(encoding="utf-8"), name
