@@ -266,18 +266,19 @@ def _mean_sd(row: dict, metric: str) -> str:
 def cell_lines(table: pd.DataFrame, untrained: dict) -> list[str]:
     out = [
         "\n## Cells (mean ± seed sd; every job 16,384 pairs)\n",
-        "| arm | α | seeds | rate | steps | distinct pairs | passes | cross mAP | multi mAP | mono mAP | rank dist. | cross − untrained |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| arm | α | seeds | rate | steps | distinct pairs | passes | cross mAP | multi mAP | mono mAP | rank dist. "
+        "| cross − untrained | mono − untrained |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.to_dict("records"):
         metrics = " | ".join(_mean_sd(row, m) for m in METRICS)
         if row["arm"] == "untrained encoder":
-            out.append(f"| untrained encoder | — | — | — | 0 | — | — | {metrics} | — |")
+            out.append(f"| untrained encoder | — | — | — | 0 | — | — | {metrics} | — | — |")
             continue
         lr = "not chosen yet" if row["lr"] is None or math.isnan(row["lr"]) else f"{row['lr']:.3g}"
         dp = "—" if math.isnan(row["distinct_pairs"]) else f"{row['distinct_pairs']:,.0f}"
         passes = "—" if math.isnan(row["passes"]) else f"{row['passes']:.2f}"
-        gain = _f(row["cross/map mean"] - untrained["cross/map"], "cross/map", "+")
+        gain = " | ".join(_f(row[f"{m} mean"] - untrained[m], m, "+") for m in ("cross/map", "mono/map"))
         out.append(
             f"| {row['arm']} | {row['alpha']:g} | {row['seeds']} of {row['planned']} | {lr} | {int(row['steps']):,} | {dp} | "
             f"{passes} | {metrics} | {gain} |"

@@ -86,7 +86,9 @@ def test_primary_endpoint_is_welch_on_the_two_arms_with_its_mde_and_verdict(tmp_
     assert f"Welch {t.df:.1f} dof, p = {t.pvalue:.3g}; 5 vs 5 seeds" in primary
     assert "the bigger batch is better at equal data" in primary and "Minimum detectable effect" in primary
     cells = md.split("## Cells")[1]
-    assert "| untrained encoder | — | — | — | 0 | — | — | 0.4581 | 0.3101 | 0.6511 | 1593.3 | — |" in cells
+    assert "| untrained encoder | — | — | — | 0 | — | — | 0.4581 | 0.3101 | 0.6511 | 1593.3 | — | — |" in cells
+    # every cell against the untrained encoder, cross and mono: B=16 at α=0.5 is 0.554 / 0.8 on average
+    assert f"| {0.554 - 0.4581:+.4f} | {0.8 - 0.6511:+.4f} |" in cells.split("| B=16 × 1,024 | 0.5 |")[1].split("\n")[0]
     assert "| B=16 × 1,024 | 0.5 | 5 of 5 | 3e-05 | 1,024 | 9,018 | 15.44 |" in cells
     assert "Unfinished cells: B=64 × 256 α=0.5 (0 of 3); B=16 × 1,024, matched α=0.5 (0 of 3)" in cells
     cross = md.split("**cross mAP**")[1].split("**multi mAP**")[0]
