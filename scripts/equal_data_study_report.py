@@ -3,7 +3,7 @@
     python scripts/equal_data_study_report.py --jobs docs/results/equal_data_study/jobs \
         --dev docs/results/equal_data_study/dev --grid docs/results/full_ft_study/jobs \
         --grid-dev docs/results/full_ft_study/dev --untrained docs/results/batch_size_study/baselines.json \
-        --out docs/results/equal_data_study
+        --replayed docs/results/equal_data_study/replayed_sampling.json --out docs/results/equal_data_study
 
 Reads the study's job and dev records and the full fine-tuning grid's (whose B=256 × 64 cell is this study's
 big-batch arm, and whose 64-step B=16 / B=64 cells are the "equal steps" points of the figure). Writes
@@ -144,12 +144,19 @@ def _records(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return jobs.merge(_extras(folder), on="job", how="left").assign(source=folder.name), pairs[PAIR_COLUMNS]
 
 
-def load(jobs: Path, grid: Path, rate: dict[str, float | None]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def load(
+    jobs: Path, grid: Path, rate: dict[str, float | None], replayed: dict | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(the study's jobs, each with its arm; the grid's 64-step B=16 / B=64 cells for the figure; one row per job of
-    the study × language pair, with the job's arm and α)."""
+    the study × language pair, with the job's arm and α). ``replayed`` (scripts/replay_sampling.py's output) fills
+    the distinct pairs of records that predate the field; ``distinct_pairs_replayed`` marks them."""
     (eq, eq_pairs), (full, full_pairs) = _records(jobs), _records(grid)
     full = full[full.train.eq("xquad-r") & full["eval"].eq("mlqa-r")] if len(full) else full
     both = pd.concat([eq, full[full.batch_size.eq(256)]], ignore_index=True)
+    if len(both):
+        fill = {job: r["replayed"].get("distinct_pairs") for job, r in (replayed or {}).items()}
+        both["distinct_pairs_replayed"] = both.distinct_pairs.isna() & both.job.map(fill).notna()
+        both["distinct_pairs"] = both.distinct_pairs.fillna(both.job.map(fill))
 
     def arm_of(row) -> str | None:
         for arm in ARMS:
@@ -290,8 +297,10 @@ def cell_lines(table: pd.DataFrame, untrained: dict) -> list[str]:
     ]
     out.append("\nUnfinished cells: " + ("; ".join(left) if left else "none") + ".")
     out.append(
-        "Distinct pairs: distinct (item, query language, passage language) drawn, mean over the cell's records that hold "
-        "the field (the grid's seeds 0–2 predate it); passes: pairs / the 1,061 training ids. Per job (jobs.csv): "
+        "Distinct pairs: distinct (item, query language, passage language) drawn, mean over the cell's records; the "
+        "grid's records predate the field, so theirs are replayed from the sampler (`replayed_sampling.json`, by "
+        "scripts/replay_sampling.py, which reproduces every sampling field those records hold; `distinct_pairs_replayed` "
+        "in jobs.csv); passes: pairs / the 1,061 training ids. Per job (jobs.csv): "
         "commit, wall time, and `resumed_from_step` for a job stopped (SIGTERM) and resumed exactly — its wall time "
         "counts the last segment only."
     )
@@ -455,12 +464,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", type=Path, required=True)
     ap.add_argument("--grid-dev", type=Path, required=True)
     ap.add_argument("--untrained", type=Path, required=True, help="baselines.json: the untrained encoder on MLQA-R")
+    ap.add_argument("--replayed", type=Path, help="replayed_sampling.json: distinct pairs of records that lack them")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     untrained = read_json(args.untrained)["mlqa-r"]
     untrained = {m: float(untrained[m]) for m in METRICS}
     rate = rates(args.dev, args.grid_dev)
-    df, grid64, pairs = load(args.jobs, args.grid, rate)
+    df, grid64, pairs = load(args.jobs, args.grid, rate, read_json(args.replayed) if args.replayed else None)
     deltas = pair_deltas(pairs)
     table = cell_table(df, rate, untrained)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -479,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("\n![metric vs training pairs seen](pairs_seen.png)")
     (args.out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     table.to_csv(args.out / "cells.csv", index=False, float_format="%.6g")
-    cols = ["arm", "alpha", "seed", "batch_size", "steps", "lr", "pairs", "distinct_pairs", "passes", "realised_alpha"]
+    cols = ["arm", "alpha", "seed", "batch_size", "steps", "lr", "pairs", "distinct_pairs", "distinct_pairs_replayed"]
+    cols += ["passes", "realised_alpha"]
     cols += [*METRICS, "commit", "machine", "wall_time_s", "resumed_from_step", "job"]
     jobs = df[cols].sort_values(["arm", "alpha", "seed"]) if len(df) else pd.DataFrame(columns=cols)
     jobs.to_csv(args.out / "jobs.csv", index=False, float_format="%.6g")

@@ -24,7 +24,7 @@ reports() {
   nice -n 10 python scripts/equal_data_study_report.py --jobs docs/results/equal_data_study/jobs \
     --dev docs/results/equal_data_study/dev --grid docs/results/full_ft_study/jobs \
     --grid-dev docs/results/full_ft_study/dev --untrained docs/results/batch_size_study/baselines.json \
-    --out docs/results/equal_data_study
+    --replayed docs/results/equal_data_study/replayed_sampling.json --out docs/results/equal_data_study
 }
 round=0
 while true; do

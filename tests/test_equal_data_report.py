@@ -46,8 +46,10 @@ def _world(tmp_path, b16_seeds=5, b256_extra=(3, 4), stray=False, complete=False
     _write(tmp_path / "dev", dev)
     _write(tmp_path / "grid_dev", [_dev(256, lr, 0, s) for lr, s in ((3e-5, 0.58), (1e-4, 0.61), (3e-4, 0.60))])
     grid = [_job(256, a, s, 1e-4, 0.56 + 0.001 * s) for a in (0.0, 0.5, 1.0) for s in (0, 1, 2)]
-    for rec in grid:  # the grid's records predate the field
-        del rec["resumed_from_step"]
+    for rec in grid:  # the grid's records predate both fields; their distinct pairs are replayed (replay_sampling.py)
+        del rec["resumed_from_step"], rec["sampling"]["distinct_pairs"]
+    replayed = {r["job"]: {"replayed": {"distinct_pairs": 14000 + r["seed"]}} for r in grid if r["batch_size"] == 256}
+    (tmp_path / "replayed.json").write_text(json.dumps(replayed))
     grid += [_job(b, 0.5, s, 1e-4, 0.52, steps=64) for b in (16, 64) for s in (0, 1, 2)]  # the grid's equal-steps cells
     _write(tmp_path / "grid", grid)
     jobs = [_job(16, 0.5, s, 3e-5, 0.55 + 0.002 * s) for s in range(b16_seeds)]
@@ -67,6 +69,7 @@ def _world(tmp_path, b16_seeds=5, b256_extra=(3, 4), stray=False, complete=False
 
 def _run(tmp_path):
     argv = ["--jobs", "jobs", "--dev", "dev", "--grid", "grid", "--grid-dev", "grid_dev", "--untrained", "untrained.json"]
+    argv += ["--replayed", "replayed.json"]
     argv = [str(tmp_path / a) if i % 2 else a for i, a in enumerate(argv)] + ["--out", str(tmp_path / "out")]
     assert report.main(argv) == 0
     return (tmp_path / "out" / "report.md").read_text()
@@ -97,7 +100,13 @@ def test_primary_endpoint_is_welch_on_the_two_arms_with_its_mde_and_verdict(tmp_
     assert "B=256 × 64 − B=16 × 1,024, α=0.5 (primary)" in md.split("**multi mAP**")[1]  # a secondary metric there
     assert (tmp_path / "out" / "pairs_seen.png").stat().st_size > 10_000
     jobs = (tmp_path / "out" / "jobs.csv").read_text().splitlines()
-    assert jobs[0].startswith("arm,alpha,seed,batch_size,steps,lr,pairs,distinct_pairs,passes") and len(jobs) == 1 + 5 + 6 + 9 + 2
+    assert jobs[0].startswith("arm,alpha,seed,batch_size,steps,lr,pairs,distinct_pairs,distinct_pairs_replayed,passes")
+    assert len(jobs) == 1 + 5 + 6 + 9 + 2
+    # the grid's records lack distinct pairs: their replayed counts fill the B=256 cells, and jobs.csv says which
+    assert "| B=256 × 64 | 0 | 3 of 3 | 0.0001 | 64 | 14,001 |" in cells
+    assert f"| B=256 × 64 | 0.5 | 5 of 5 | 0.0001 | 64 | {(14000 + 14001 + 14002 + 9259 + 9260) / 5:,.0f} |" in cells
+    csv = pd.read_csv(tmp_path / "out" / "jobs.csv")
+    assert csv.distinct_pairs_replayed.sum() == 9 and csv[csv.distinct_pairs_replayed].batch_size.eq(256).all()
 
 
 def test_pending_until_every_planned_seed_and_strays_are_named(tmp_path):
@@ -178,6 +187,7 @@ def test_the_committed_report_recomputes_from_the_committed_records(tmp_path, ca
     eq, ft = REPO / "docs/results/equal_data_study", REPO / "docs/results/full_ft_study"
     argv = ["--jobs", str(eq / "jobs"), "--dev", str(eq / "dev"), "--grid", str(ft / "jobs"), "--grid-dev", str(ft / "dev")]
     argv += ["--untrained", str(REPO / "docs/results/batch_size_study/baselines.json"), "--out", str(tmp_path / "again")]
+    argv += ["--replayed", str(eq / "replayed_sampling.json")]
     assert report.main(argv) == 0
     for name in ("report.md", "cells.csv", "jobs.csv", "pair_deltas.csv"):
         assert (tmp_path / "again" / name).read_text(encoding="utf-8") == (eq / name).read_text(encoding="utf-8"), name
