@@ -154,9 +154,9 @@ def load(
     full = full[full.train.eq("xquad-r") & full["eval"].eq("mlqa-r")] if len(full) else full
     both = pd.concat([eq, full[full.batch_size.eq(256)]], ignore_index=True)
     if len(both):
-        fill = {job: r["replayed"].get("distinct_pairs") for job, r in (replayed or {}).items()}
-        both["distinct_pairs_replayed"] = both.distinct_pairs.isna() & both.job.map(fill).notna()
-        both["distinct_pairs"] = both.distinct_pairs.fillna(both.job.map(fill))
+        fill = both.job.map({job: r["replayed"].get("distinct_pairs") for job, r in (replayed or {}).items()})
+        both["distinct_pairs_replayed"] = both.distinct_pairs.isna() & fill.notna()
+        both["distinct_pairs"] = both.distinct_pairs.fillna(fill)
 
     def arm_of(row) -> str | None:
         for arm in ARMS:

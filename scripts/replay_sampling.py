@@ -29,11 +29,11 @@ from hybrid_retrieval.report.collect import read_json
 from hybrid_retrieval.runs.sweeps import register_resolvers
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+register_resolvers()  # once, as train.py does: every replay composes with them
 
 
 def replay(record: dict) -> dict:
     """The sampling block the record's job would write, rebuilt from its overrides (no model, no training)."""
-    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=list(record["overrides"]))
     dm = instantiate(cfg.data)
