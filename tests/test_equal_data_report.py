@@ -145,6 +145,32 @@ def test_every_cell_done_gives_all_nine_secondaries_in_one_holm_family(tmp_path)
     assert "Left out: 1 resumed job(s)" in runs and "and 9 record(s) older than the `resumed_from_step` field" in runs
 
 
+def test_exploratory_comparisons_are_their_own_labelled_benjamini_hochberg_family(tmp_path):
+    """The comparisons added after the first matched seeds stay out of the pre-registered Holm families: their own
+    section, Welch from their own cells, Benjamini–Hochberg over the three (checked against scipy's)."""
+    _world(tmp_path, complete=True)
+    md = _run(tmp_path)
+    holm_part, section = md.split("## Exploratory comparisons (not pre-registered")
+    assert "matched rate − dev-chosen rate" not in holm_part  # not in the pre-registered families
+    cross = section.split("**cross mAP**")[1].split("**multi mAP**")[0]
+    assert "(3 of 3 comparisons have 2+ seeds in both cells)" in cross
+    m64, m16 = 0.545 + 0.002 * np.arange(3), 0.53 + 0.002 * np.arange(3)
+    b16, b64 = 0.55 + 0.002 * np.arange(5), 0.557 + 0.001 * np.arange(3)
+    pairs = [(m64, m16), (m16, b16), (m64, b64)]
+    tests = [stats.ttest_ind(a, b, equal_var=False) for a, b in pairs]
+    keep = stats.false_discovery_control([t.pvalue for t in tests]) <= 0.05
+    labels = ["matched steps × rate: B=64 × 256 − B=16 × 1,024", "B=16 × 1,024: matched rate − dev-chosen rate",
+              "B=64 × 256: matched rate − dev-chosen rate"]  # fmt: skip
+    for label, (a, b), t, ok in zip(labels, pairs, tests, keep, strict=True):
+        half = stats.t.ppf(0.975, t.df) * (a.mean() - b.mean()) / t.statistic
+        row = f"| {label} | {a.mean() - b.mean():+.4f} | ±{half:.4f} ({t.df:.1f} dof) | {'survives' if ok else '—'} |"
+        assert row in cross, cross
+    assert f"{keep.sum()} of 3 survive Benjamini–Hochberg at 5 %" in cross
+    assert "**rank dist.**" not in section.split("## Per language pair")[0]  # cross, multi and mono only
+    done = set(pd.read_csv(tmp_path / "out" / "pair_deltas.csv").comparison)
+    assert set(labels) <= done and len(done) == 13  # 1 primary + 9 secondaries + 3 exploratory
+
+
 def test_per_pair_deltas_are_seed_means_of_each_finished_comparison(tmp_path):
     """Per language pair, first cell minus second, each the mean over its seeds; a comparison with a cell still
     short of its planned seeds is left out, and the primary one is drawn as a heatmap."""
