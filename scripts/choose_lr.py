@@ -36,13 +36,14 @@ def load_dev_records(directory: Path) -> list[dict]:
     return records
 
 
-def choose(records: list[dict], tie: float = 0.001) -> dict[int, dict]:
-    """Per batch size: the chosen rate, its seed-mean score, every rate's score and seeds (the whole dev table)."""
+def choose(records: list[dict], tie: float = 0.001, metric: str = METRIC) -> dict[int, dict]:
+    """Per batch size: the chosen rate, its seed-mean score, every rate's score and seeds (the whole dev table).
+    ``metric`` is the design's selection metric; another one answers "what would that metric have chosen"."""
     by_batch: dict[int, dict[float, dict[int, float]]] = {}
     for record in records:
-        score = record["metrics"].get(METRIC)
+        score = record["metrics"].get(metric)
         if score is None:
-            raise SystemExit(f"error: job {record.get('job')}: no {METRIC} in its metrics")
+            raise SystemExit(f"error: job {record.get('job')}: no {metric} in its metrics")
         seeds = by_batch.setdefault(int(record["batch_size"]), {}).setdefault(float(record["lr"]), {})
         if int(record["seed"]) in seeds:
             raise SystemExit(
@@ -56,7 +57,7 @@ def choose(records: list[dict], tie: float = 0.001) -> dict[int, dict]:
         lr = min(rate for rate, score in rates.items() if score >= best - tie)
         chosen[batch] = {
             "lr": lr,
-            METRIC: rates[lr],
+            metric: rates[lr],
             "scores": rates,
             "seeds": {rate: sorted(seeds) for rate, seeds in sorted(by_rate.items())},
             "top_edge": lr == max(rates),
@@ -80,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, help="print only the rate chosen for this batch size")
     parser.add_argument("--neighbour", action="store_true", help="with --batch: the rate to try next, or nothing")
     parser.add_argument("--tie", type=float, default=0.001)
+    parser.add_argument("--metric", default=METRIC, help=f"selection metric (default: the design's, {METRIC})")
     parser.add_argument("--out", type=Path, help="also write the choice as JSON here")
     args = parser.parse_args(argv)
     if not args.records.is_dir():
         raise SystemExit(f"error: {args.records}: no such directory of dev records")
-    chosen = choose(load_dev_records(args.records), args.tie)
+    chosen = choose(load_dev_records(args.records), args.tie, args.metric)
     if args.batch is not None:
         if args.batch not in chosen:
             raise SystemExit(f"error: no dev record for batch size {args.batch} (have: {sorted(chosen)})")
@@ -98,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     for batch, row in chosen.items():
         scores = ", ".join(f"{lr:g}: {s:.4f}" for lr, s in row["scores"].items())
         edge = "  (top edge of the grid)" if row["top_edge"] else "  (bottom edge of the grid)" if row["bottom_edge"] else ""
-        print(f"B={batch}: lr {row['lr']:g} ({METRIC} {row[METRIC]:.4f}; {scores}){edge}")
+        print(f"B={batch}: lr {row['lr']:g} ({args.metric} {row[args.metric]:.4f}; {scores}){edge}")
     if args.out:
-        payload = {"metric": METRIC, "tie": args.tie, "chosen": {str(b): r for b, r in chosen.items()}}
+        payload = {"metric": args.metric, "tie": args.tie, "chosen": {str(b): r for b, r in chosen.items()}}
         args.out.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return 0
 

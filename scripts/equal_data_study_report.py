@@ -442,7 +442,30 @@ def dev_lines(dev: Path, grid_dev: Path, rate: dict) -> list[str]:
             )
     chosen = ", ".join(f"{a.name}: {'pending' if rate.get(a.name) is None else f'{rate[a.name]:.3g}'}" for a in ARMS)
     out.append(f"\nRates: {chosen} (matched arms: steps × rate of B=256 × 64 at its rate).")
+    out += _other_metric_lines(dev, grid_dev)
     return out
+
+
+def _other_metric_lines(dev: Path, grid_dev: Path, metric: str = "val/cross/map") -> list[str]:
+    """Descriptive, added after the matched seeds: the same rule (seed means, ties to the smaller rate) on the
+    endpoint's metric instead of the design's selection metric. It changes nothing above; it says whether the
+    selection metric, rather than the dev split itself, set the small batches' rates."""
+    if not dev.is_dir():
+        return []
+    eq = choose_lr.choose(choose_lr.load_dev_records(dev), metric=metric)
+    grid = choose_lr.choose(choose_lr.load_dev_records(grid_dev), metric=metric)
+    picks = []
+    for name, row in ((B16, eq.get(16)), (B64, eq.get(64)), (B256, grid.get(256))):
+        if row is None:
+            continue
+        scores = ", ".join(f"{lr:g}: {s:.4f}" for lr, s in row["scores"].items())
+        nxt = choose_lr.neighbour(row)
+        edge = f"; an edge winner, its neighbour {nxt:g} not run" if nxt is not None else ""
+        picks.append(f"{name}: **{row['lr']:g}** ({scores}{edge})")
+    return [
+        f"\nDescriptive (added 2026-12-07, after the matched-rate seeds; not the design's rule): the same rule on dev "
+        f"cross mAP (`{metric}`, the primary endpoint's metric) would have chosen " + "; ".join(picks) + "."
+    ]
 
 
 def _dev_seed_scores(folder: Path, batch: int, lr: float) -> str:

@@ -74,3 +74,24 @@ def test_seeds_of_a_rate_are_averaged_and_an_edge_winner_names_its_neighbour(tmp
     (tmp_path / "copy.json").write_text(copy)  # the same job twice: refused, named
     with pytest.raises(SystemExit, match="two dev records for batch 16, lr 1e-05 and seed 1"):
         choose_lr.main(["--records", str(tmp_path)])
+
+
+def test_another_metric_is_read_from_the_same_records_and_a_record_without_it_is_named(tmp_path, capsys):
+    """--metric (default the design's) ranks by another dev metric: here the two disagree, as they did in the
+    equal-data study (multi mAP chose the larger rate, cross mAP the smaller)."""
+    for lr, multi, cross in [(1e-5, 0.58, 0.707), (3e-5, 0.59, 0.706)]:
+        _record(tmp_path, 16, lr, multi)
+        path = tmp_path / f"B16-lr{lr}-s0-xquad-r-dev.json"
+        record = json.loads(path.read_text())
+        record["metrics"]["val/cross/map"] = cross
+        path.write_text(json.dumps(record))
+    records = choose_lr.load_dev_records(tmp_path)
+    assert choose_lr.choose(records)[16]["lr"] == 3e-5
+    by_cross = choose_lr.choose(records, metric="val/cross/map")[16]
+    assert by_cross["lr"] == 1e-5 and by_cross["val/cross/map"] == pytest.approx(0.707) and by_cross["bottom_edge"]
+    assert choose_lr.main(["--records", str(tmp_path), "--metric", "val/cross/map", "--out", str(tmp_path / "c")]) == 0
+    assert capsys.readouterr().out.startswith("B=16: lr 1e-05 (val/cross/map 0.7070;")
+    assert json.loads((tmp_path / "c").read_text())["metric"] == "val/cross/map"
+    _record(tmp_path, 16, 1e-4, 0.5)  # no cross mAP in this one
+    with pytest.raises(SystemExit, match=r"job B16-lr0.0001-s0: no val/cross/map"):
+        choose_lr.choose(choose_lr.load_dev_records(tmp_path), metric="val/cross/map")
