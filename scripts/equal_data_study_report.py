@@ -15,7 +15,7 @@ commits, machines and wall times of the records), ``cells.csv``, ``jobs.csv`` (w
 pairs, distinct pairs, passes, realised α, rate, commit, machine, wall time), ``pair_deltas.csv`` and
 ``pair_deltas.png`` (each finished comparison per language pair; the primary one as a heatmap) and
 ``pairs_seen.png`` (metric vs training pairs seen, one line per batch size, equal steps and equal data in one
-picture). Cells still running are listed, never filled in.
+picture) and ``rate_rule.png`` (at equal data, metric vs batch size: dev-chosen rates vs matched steps × rate). Cells still running are listed, never filled in.
 """
 
 from __future__ import annotations
@@ -510,6 +510,39 @@ def plot(table: pd.DataFrame, grid64: pd.DataFrame, untrained: dict, out: Path) 
     return path
 
 
+def plot_rate_rule(table: pd.DataFrame, untrained: dict, out: Path) -> Path:
+    """At equal data (16,384 pairs, α=0.5): metric vs batch size, one line per rate rule — each batch at its
+    dev-chosen rate, and at steps × rate matched to B=256 × 64 (whose point both lines share). Bars: seed sd."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    cell = {r["arm"]: r for r in table.to_dict("records") if r["alpha"] == 0.5}
+    rules = (("dev", "each batch at its dev-chosen rate", "o-", "tab:blue"),
+             ("matched", "steps × rate matched to B=256 × 64", "s--", "tab:red"))  # fmt: skip
+    for ax, metric in zip(axes, ("cross/map", "multi/map", "mono/map"), strict=True):
+        for rule, label, fmt, colour in rules:
+            xs, ys, es = [], [], []
+            for batch in (16, 64, 256):
+                arm = next((a for a in ARMS if a.batch == batch and a.rule == rule), None) or next(
+                    a for a in ARMS if a.batch == batch and a.rule == "dev"
+                )  # B=256 has no matched arm: it is the anchor
+                row = cell.get(arm.name)
+                if row and row["seeds"]:
+                    sd = row.get(f"{metric} sd")
+                    xs.append(batch), ys.append(row[f"{metric} mean"]), es.append(0 if sd is None or math.isnan(sd) else sd)
+            if xs:
+                ax.errorbar(xs, ys, yerr=es, fmt=fmt, color=colour, capsize=2, label=label)
+        ax.axhline(untrained[metric], color="grey", ls=":", lw=1, label="untrained encoder")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([16, 64, 256], ["16 × 1,024", "64 × 256", "256 × 64"])
+        ax.set_xlabel("batch × steps (16,384 pairs each)")
+        ax.set_title(f"{METRICS[metric]}, α=0.5, MLQA-R")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "rate_rule.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=Path, required=True)
@@ -541,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += pair_lines(deltas)
     lines += run_lines(df)
     lines.append("\n![metric vs training pairs seen](pairs_seen.png)")
+    lines.append("\n![at equal data: metric vs batch size, per rate rule](rate_rule.png)")
     (args.out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     table.to_csv(args.out / "cells.csv", index=False, float_format="%.6g")
     cols = ["arm", "alpha", "seed", "batch_size", "steps", "lr", "pairs", "distinct_pairs", "distinct_pairs_replayed"]
@@ -552,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out / "pair_deltas.csv", index=False, float_format="%.6g"
     )
     plot(table, grid64, untrained, args.out)
+    plot_rate_rule(table, untrained, args.out)
     plot_pair_deltas(deltas, args.out)
     print("\n".join(lines))
     return 0

@@ -14,7 +14,7 @@ folders=(docs/results/full_ft_study/jobs docs/results/batch_size_study/control d
   docs/results/batch_size_study/anchor docs/results/equal_data_study/jobs docs/results/equal_data_study/dev)
 # what the reports write (not README.md)
 report=(full_ft_study/{regimes.md,regimes.csv,regimes.png,control.csv,control_rate.csv,pair_deltas.csv,pair_deltas}
-  equal_data_study/{report.md,cells.csv,jobs.csv,pairs_seen.png,pair_deltas.csv,pair_deltas.png})
+  equal_data_study/{report.md,cells.csv,jobs.csv,pairs_seen.png,rate_rule.png,pair_deltas.csv,pair_deltas.png})
 reports() {
   nice -n 10 python scripts/full_ft_study_report.py --full docs/results/full_ft_study/jobs \
     --top2 docs/results/batch_size_study/jobs --control docs/results/batch_size_study/control \

@@ -182,6 +182,41 @@ def test_exploratory_comparisons_are_their_own_labelled_benjamini_hochberg_famil
     assert set(labels) <= done and len(done) == 13  # 1 primary + 9 secondaries + 3 exploratory
 
 
+def test_rate_rule_figure_draws_each_rule_through_the_shared_b256_point(tmp_path, monkeypatch):
+    """rate_rule.png: per metric, the dev-rate line and the matched line over B 16 / 64 / 256, both ending at the
+    B=256 × 64 cell (the matched rule's anchor), with seed-sd bars; checked on the drawn data, not the file."""
+    _world(tmp_path, complete=True)
+    drawn = []
+    real = report.plot_rate_rule
+
+    def spy(table, untrained, out):
+        path = real(table, untrained, out)
+        drawn.append(path)
+        return path
+
+    monkeypatch.setattr(report, "plot_rate_rule", spy)
+    captured = {}
+    real_errorbar = report.plt.Axes.errorbar
+
+    def errorbar(self, x, y, *args, label=None, **kwargs):
+        captured.setdefault((self, label), (list(x), list(y), list(kwargs.get("yerr", []))))
+        return real_errorbar(self, x, y, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(report.plt.Axes, "errorbar", errorbar)
+    _run(tmp_path)
+    assert drawn and drawn[0].stat().st_size > 10_000
+    captured = {(ax.get_title(), label): data for (ax, label), data in captured.items()}  # titles are set last
+    b256 = np.mean(0.56 + 0.001 * np.arange(5))
+    xs, ys, es = captured[("cross mAP, α=0.5, MLQA-R", "steps × rate matched to B=256 × 64")]
+    assert xs == [16, 64, 256]
+    assert ys == pytest.approx([np.mean(0.53 + 0.002 * np.arange(3)), np.mean(0.545 + 0.002 * np.arange(3)), b256])
+    assert es[0] == pytest.approx(0.002)
+    xs, ys, _ = captured[("cross mAP, α=0.5, MLQA-R", "each batch at its dev-chosen rate")]
+    assert ys == pytest.approx([np.mean(0.55 + 0.002 * np.arange(5)), np.mean(0.557 + 0.001 * np.arange(3)), b256])
+    assert {title for title, _ in captured if "pairs" not in title} >= {
+        "cross mAP, α=0.5, MLQA-R", "multi mAP, α=0.5, MLQA-R", "mono mAP, α=0.5, MLQA-R"}  # fmt: skip
+
+
 def test_per_pair_deltas_are_seed_means_of_each_finished_comparison(tmp_path):
     """Per language pair, first cell minus second, each the mean over its seeds; a comparison with a cell still
     short of its planned seeds is left out, and the primary one is drawn as a heatmap."""
