@@ -266,7 +266,8 @@ def _family_lines(df: pd.DataFrame, wanted: list, metric: str, correct, correcti
         for c, ok in zip(done, survive, strict=True):
             ci = "—" if math.isnan(c.welch_half) else f"±{_f(c.welch_half, metric)} ({c.welch_df:.1f} dof)"
             out.append(f"| {c.label} | {_f(c.diff, metric, '+')} | {ci} | {'survives' if ok else '—'} |")
-        out.append(f"\n{sum(survive)} of {len(done)} survive {correction} at 5 % (family of the {len(done)} run so far).")
+        scope = "the whole family" if len(done) == len(wanted) else f"family of the {len(done)} run so far"
+        out.append(f"\n{sum(survive)} of {len(done)} survive {correction} at 5 % ({scope}).")
     if waiting:
         out.append("Waiting for seeds: " + "; ".join(waiting) + ".")
     return out

@@ -140,7 +140,7 @@ def test_every_cell_done_gives_all_nine_secondaries_in_one_holm_family(tmp_path)
     assert "| B=64 × 256 | 0.5 | 3 of 3 | 0.0001 | 256 |" in md
     assert "| B=16 × 1,024, matched | 0.5 | 3 of 3 | 6.25e-06 | 1,024 |" in md
     cross = md.split("**cross mAP**")[1].split("**multi mAP**")[0]
-    assert "(9 of 9 comparisons have 2+ seeds in both cells)" in cross
+    assert "(9 of 9 comparisons have 2+ seeds in both cells)" in cross and "at 5 % (the whole family)." in cross
     big, m64 = 0.56 + 0.001 * np.array([0, 1, 2, 3, 4]), 0.545 + 0.002 * np.arange(3)
     t = stats.ttest_ind(big, m64, equal_var=False)
     half = stats.t.ppf(0.975, t.df) * (big.mean() - m64.mean()) / t.statistic
