@@ -498,14 +498,21 @@ def plot(table: pd.DataFrame, grid64: pd.DataFrame, untrained: dict, out: Path) 
             if row and row["seeds"]:
                 ax.plot([PAIRS], [row[f"{metric} mean"]], "o", mfc="none", color=colour, label=f"B={batch}, matched steps × rate")
         ax.axhline(untrained[metric], color="grey", ls="--", lw=1, label="untrained encoder")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([1024, 4096, 16384], ["1,024", "4,096", "16,384"])
-        ax.set_xlabel("training pairs seen (log scale)")
+        _log2_axis(ax, [1024, 4096, 16384], ["1,024", "4,096", "16,384"], "training pairs seen (log scale)")
         ax.set_title(f"{METRICS[metric]}, α=0.5 (XQuAD-R → MLQA-R)")
     axes[0].legend(fontsize=7)
     fig.text(0.01, 0.01, "left points: the grid's 64 steps (equal updates); right: 16,384 pairs (equal data)", fontsize=7)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    path = out / "pairs_seen.png"
+    return _save(fig, out / "pairs_seen.png")
+
+
+def _log2_axis(ax, ticks: list[int], labels: list[str], xlabel: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, labels)
+    ax.set_xlabel(xlabel)
+
+
+def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -532,16 +539,11 @@ def plot_rate_rule(table: pd.DataFrame, untrained: dict, out: Path) -> Path:
             if xs:
                 ax.errorbar(xs, ys, yerr=es, fmt=fmt, color=colour, capsize=2, label=label)
         ax.axhline(untrained[metric], color="grey", ls=":", lw=1, label="untrained encoder")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([16, 64, 256], ["16 × 1,024", "64 × 256", "256 × 64"])
-        ax.set_xlabel("batch × steps (16,384 pairs each)")
+        _log2_axis(ax, [16, 64, 256], ["16 × 1,024", "64 × 256", "256 × 64"], "batch × steps (16,384 pairs each)")
         ax.set_title(f"{METRICS[metric]}, α=0.5, MLQA-R")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    path = out / "rate_rule.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "rate_rule.png")
 
 
 def main(argv: list[str] | None = None) -> int:
